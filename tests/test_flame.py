@@ -1,0 +1,159 @@
+"""FLAME against independent references (smplx's LBS, analytic cases, the embeddings)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import smplx.lbs
+import torch
+
+from emoca.face_model.flame import FLAME, FlameAlbedo
+from emoca.face_model.lbs import batch_rodrigues, contour_rows_from_yaw, rotation_euler_y
+from emoca.io.safe_pickle import load_npy
+
+
+def _zeros(b: int = 1):
+    return dict(shape=torch.zeros(b, 100), expression=torch.zeros(b, 50), pose=torch.zeros(b, 6))
+
+
+def test_vertices_equal_smplx_lbs(flame):
+    g = torch.Generator().manual_seed(0)
+    b = 3
+    shape, exp = torch.randn(b, 100, generator=g), torch.randn(b, 50, generator=g)
+    pose = torch.randn(b, 6, generator=g) * 0.4
+    neck, eyes = torch.randn(b, 3, generator=g) * 0.2, torch.randn(b, 6, generator=g) * 0.2
+    out = flame(shape=shape, expression=exp, pose=pose, neck_pose=neck, eye_pose=eyes)
+    full = torch.cat([pose[:, :3], neck, pose[:, 3:], eyes], 1)
+    ref, ref_joints = smplx.lbs.lbs(torch.cat([shape, exp], 1), full, flame.v_template,
+                                    flame.shapedirs, flame.posedirs, flame.J_regressor,
+                                    flame.parents, flame.lbs_weights)
+    torch.testing.assert_close(out.vertices, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.joints, ref_joints, atol=1e-5, rtol=0)
+
+
+def test_zero_parameters_give_the_template(flame, fake_assets):
+    from emoca.io.safe_pickle import load_pickle
+
+    raw = load_pickle(fake_assets / "FLAME/geometry/generic_model.pkl")
+    out = flame(**_zeros(2))
+    np.testing.assert_allclose(out.vertices[1].numpy(), raw["v_template"], atol=1e-6)
+
+
+def test_shape_and_expression_use_the_right_official_columns(flame, fake_assets):
+    from emoca.io.safe_pickle import load_pickle
+
+    raw = load_pickle(fake_assets / "FLAME/geometry/generic_model.pkl")
+    p = _zeros()
+    p["expression"][0, 7] = 2.0
+    p["shape"][0, 3] = -1.5
+    got = flame(**p).vertices[0].numpy()
+    want = raw["v_template"] + 2.0 * raw["shapedirs"][..., 307] - 1.5 * raw["shapedirs"][..., 3]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_jaw_rotation_moves_only_jaw_weighted_vertices(flame):
+    p = _zeros()
+    p["pose"][0, 3] = math.pi / 2  # 90 degrees about x at the jaw
+    moved = (flame(**p).vertices[0] - flame(**_zeros()).vertices[0]).norm(dim=-1)
+    jaw_w = flame.lbs_weights[:, 2]
+    # pose correctives move everything a little; skinning moves only jaw-weighted vertices
+    rest = moved[jaw_w == 0]
+    pose_feature = (batch_rodrigues(torch.tensor([[math.pi / 2, 0.0, 0.0]])) - torch.eye(3))
+    feat = torch.zeros(1, 36)
+    feat[0, 9:18] = pose_feature.reshape(-1)  # pose feature blocks: neck, jaw, eye, eye
+    corrective = (feat @ flame.posedirs).view(-1, 3).norm(dim=-1)
+    torch.testing.assert_close(rest, corrective[jaw_w == 0], atol=1e-6, rtol=0)
+    assert moved[jaw_w > 0.5].min() > 0.005  # jaw vertices swing by centimetres
+
+
+def test_landmarks_are_their_barycentric_combinations(flame, fake_assets):
+    emb = load_npy(fake_assets / "FLAME/geometry/landmark_embedding.npy")
+    g = torch.Generator().manual_seed(1)
+    out = flame(shape=torch.randn(1, 100, generator=g), expression=torch.randn(1, 50, generator=g),
+                pose=torch.zeros(1, 6))
+    v, f = out.vertices[0].numpy(), flame.faces.numpy()
+    fidx, bary = emb["static_lmk_faces_idx"], emb["static_lmk_bary_coords"]
+    want = np.einsum("lk,lkc->lc", bary, v[f[fidx]])
+    np.testing.assert_allclose(out.landmarks68[0, 17:].numpy(), want, atol=1e-6)
+    # zero yaw: contour from row 0 of the dynamic table
+    dyn_f = emb["dynamic_lmk_faces_idx"][0].numpy()
+    dyn_b = emb["dynamic_lmk_bary_coords"][0].numpy()
+    want = np.einsum("lk,lkc->lc", dyn_b, v[f[dyn_f]])
+    np.testing.assert_allclose(out.landmarks68[0, :17].numpy(), want, atol=1e-6)
+    full = np.einsum("lk,lkc->lc", emb["full_lmk_bary_coords"][0],
+                     v[f[emb["full_lmk_faces_idx"][0]]])
+    np.testing.assert_allclose(out.landmarks3d[0].numpy(), full, atol=1e-6)
+
+
+@pytest.mark.parametrize("yaw_deg, row", [(0, 0), (10, 10), (39, 39), (50, 39), (-1, 40),
+                                          (-20, 59), (-39, 78), (-60, 78)])
+def test_contour_row_follows_yaw(yaw_deg, row):
+    # DECA's yaw is minus euler_y: a rotation of -yaw about y gives contour row `row`
+    r = batch_rodrigues(torch.tensor([[0.0, -math.radians(yaw_deg), 0.0]]))
+    assert contour_rows_from_yaw(r, torch.eye(3)[None]).item() == row
+
+
+def test_contour_switches_with_yaw_in_forward(flame, fake_assets):
+    emb = load_npy(fake_assets / "FLAME/geometry/landmark_embedding.npy")
+    p = _zeros()
+    p["pose"][0, 1] = -math.radians(25)
+    out = flame(**p)
+    v, f = out.vertices[0].numpy(), flame.faces.numpy()
+    dyn_f = emb["dynamic_lmk_faces_idx"][25].numpy()
+    dyn_b = emb["dynamic_lmk_bary_coords"][25].numpy()
+    np.testing.assert_allclose(out.landmarks68[0, :17].numpy(),
+                               np.einsum("lk,lkc->lc", dyn_b, v[f[dyn_f]]), atol=1e-6)
+
+
+def test_euler_y_matches_scipy():
+    from scipy.spatial.transform import Rotation
+
+    rv = np.random.default_rng(0).normal(size=(6, 3)) * 0.5
+    r = torch.tensor(Rotation.from_rotvec(rv).as_matrix(), dtype=torch.float64)
+    # x-y-z extrinsic-like decomposition: the y angle of R = Rz Ry Rx
+    want = Rotation.from_rotvec(rv).as_euler("ZYX")[:, 1]
+    np.testing.assert_allclose(rotation_euler_y(r).numpy(), want, atol=1e-9)
+
+
+def test_flame_2023_plain_numpy_file_loads(tmp_path):
+    from emoca.assets.synthetic import write_flame_files
+
+    root = write_flame_files(tmp_path, seed=3, flame_version="2023")
+    g = root / "FLAME/geometry"
+    assert b"chumpy" not in (g / "flame2023.pkl").read_bytes()
+    f = FLAME.from_file(g / "flame2023.pkl", g / "landmark_embedding.npy")
+    assert f(**_zeros()).vertices.shape == (1, 5023, 3)
+
+
+def test_bad_shapes_are_clear_errors(flame):
+    with pytest.raises(ValueError, match="expression must be"):
+        flame(shape=torch.zeros(1, 100), expression=torch.zeros(1, 10), pose=torch.zeros(1, 6))
+    with pytest.raises(FileNotFoundError, match="nowhere.pkl"):
+        FLAME.from_file("/nowhere.pkl")
+
+
+def test_albedo_both_flavours_and_grey(tmp_path):
+    rng = np.random.default_rng(0)
+    mean = rng.uniform(0, 1, (512, 512, 3))
+    pcs = rng.normal(0, 0.01, (512, 512, 3, 3))
+    np.savez(tmp_path / "bfm.npz", MU=mean.reshape(-1), PC=pcs.reshape(-1, 3))
+    np.savez(tmp_path / "tex.npz", mean=(mean * 255).astype(np.float32),
+             tex_dir=(pcs * 255).astype(np.float32))
+    code = torch.tensor([[1.0, -2.0, 0.5] + [0.0] * 47])
+    a = FlameAlbedo.from_file(tmp_path / "bfm.npz")(code)
+    b = FlameAlbedo.from_file(tmp_path / "tex.npz")(code)
+    assert a.shape == (1, 3, 256, 256)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    # reference: texel (row 2r, col 2c) region averaged by the 2x bilinear downsample, BGR->RGB
+    tex = mean + pcs @ np.array([1.0, -2.0, 0.5])
+    want = tex.reshape(256, 2, 256, 2, 3).mean((1, 3))[..., ::-1]
+    np.testing.assert_allclose(a[0].permute(1, 2, 0).numpy(), want, atol=1e-5)
+    grey = FlameAlbedo.from_file(None)(code)
+    assert torch.all(grey == 0.5)
+
+
+def test_template_uvs(flame):
+    assert flame.uv_coords.shape == (5118, 2) and flame.uv_faces.shape == (9976, 3)
+    assert flame.uv_coords.min() >= 0 and flame.uv_coords.max() <= 1
