@@ -157,3 +157,19 @@ def test_albedo_both_flavours_and_grey(tmp_path):
 def test_template_uvs(flame):
     assert flame.uv_coords.shape == (5118, 2) and flame.uv_faces.shape == (9976, 3)
     assert flame.uv_coords.min() >= 0 and flame.uv_coords.max() <= 1
+
+
+def test_both_face_models_satisfy_the_protocol(flame, ict_dir):
+    from emoca.face_model.base import FaceModel
+    from emoca.face_model.ict import ICTFaceModel
+
+    ict = ICTFaceModel.from_npz(ict_dir / "ict_facekit_modes.npz",
+                                ict_dir / "generic_neutral_mesh.obj.gz",
+                                ict_dir / "vertex_indices.json", n_identity=4)
+    for model in (flame, ict):
+        assert isinstance(model, FaceModel)
+        sizes = model.parameter_sizes()
+        out = model(**{k: torch.zeros(2, n) for k, n in sizes.items()})
+        assert out.vertices.shape == (2, model.num_vertices, 3)
+        assert out.landmarks68.shape == (2, 68, 3)
+        assert int(model.faces.max()) < model.num_vertices

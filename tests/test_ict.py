@@ -138,7 +138,7 @@ def test_blend_is_the_documented_linear_combination(full_model, npz) -> None:
 def test_names_and_parameter_sizes(full_model, indices) -> None:
     assert list(full_model.expression_names) == indices["expressions"]
     assert full_model.identity_names == ("identity000", "identity001", "identity002")
-    assert full_model.parameter_names() == {
+    assert full_model.parameter_sizes() == {
         "identity": 3,
         "expression": 53,
         "rotation": 3,
@@ -159,7 +159,7 @@ def test_extra_expressions(npz) -> None:
     assert m.expression_names[53:] == EXTRA_EXPRESSION_NAMES
     k = npz["expression_names"].index("cheekRaiser_R")
     np.testing.assert_array_equal(m.expression_modes[56].numpy(), npz["expression_modes"][k][:6706])
-    assert m.parameter_names()["expression"] == 57 and m.parameter_names()["identity"] == 0
+    assert m.parameter_sizes()["expression"] == 57 and m.parameter_sizes()["identity"] == 0
 
 
 def test_jaw_open_moves_chin_down_not_brows(head_model) -> None:

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from emoca.io.bundle import TensorBundle
 from emoca.io.obj import read_obj
 
 __all__ = [
@@ -104,7 +105,7 @@ class ICTModelData:
 
 
 @dataclass(frozen=True)
-class ICTFaceModelOutput:
+class ICTFaceModelOutput(TensorBundle):
     """Result of :meth:`ICTFaceModel.forward`.
 
     Attributes:
@@ -114,23 +115,6 @@ class ICTFaceModelOutput:
 
     vertices: Tensor
     landmarks68: Tensor
-
-    def to(self, *args, **kwargs) -> ICTFaceModelOutput:
-        """Return a copy with every tensor moved/cast by ``Tensor.to(*args, **kwargs)``."""
-        return ICTFaceModelOutput(
-            self.vertices.to(*args, **kwargs), self.landmarks68.to(*args, **kwargs)
-        )
-
-    def numpy(self) -> dict[str, np.ndarray]:
-        """Detached CPU numpy copies, keyed by field name."""
-        return {
-            "vertices": self.vertices.detach().cpu().numpy(),
-            "landmarks68": self.landmarks68.detach().cpu().numpy(),
-        }
-
-    def save(self, path: str | Path) -> None:
-        """Write the fields to an ``.npz`` file."""
-        np.savez(path, **self.numpy())
 
 
 # --------------------------------------------------------------------------------------
@@ -484,6 +468,11 @@ class ICTFaceModel(nn.Module):
         return self.neutral.shape[0]
 
     @property
+    def num_vertices(self) -> int:
+        """Vertices of the chosen region (the :class:`FaceModel` protocol's name)."""
+        return self.n_vertices
+
+    @property
     def identity_modes(self) -> Tensor:
         """(n_id, Vr, 3) view of the identity offsets."""
         return self.identity_basis.view(self.n_identity, -1, 3)
@@ -493,7 +482,7 @@ class ICTFaceModel(nn.Module):
         """(n_exp, Vr, 3) view of the expression offsets."""
         return self.expression_basis.view(self.n_expression, -1, 3)
 
-    def parameter_names(self) -> dict[str, int]:
+    def parameter_sizes(self) -> dict[str, int]:
         """Name -> size of each forward argument (per batch element)."""
         return {
             "identity": self.n_identity,
@@ -506,7 +495,7 @@ class ICTFaceModel(nn.Module):
     # ---------------------------------------------------------------- evaluation
 
     def _batch(self, params: dict[str, Tensor | None]) -> int:
-        sizes = self.parameter_names()
+        sizes = self.parameter_sizes()
         batch = None
         for name, value in params.items():
             if value is None:
