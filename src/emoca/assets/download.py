@@ -59,7 +59,7 @@ ARCHIVES: dict[str, Archive] = {a.key: a for a in (
             "EmotionRecognition/image_based_networks", login="emoca.is.tue.mpg.de"),
     Archive("ict_facekit",
             "https://github.com/ICT-VGL/ICT-FaceKit/archive/refs/heads/master.zip",
-            "ICT-FaceKit-src"),
+            "ICT-FaceKit"),
 )}
 
 

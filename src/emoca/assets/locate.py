@@ -90,8 +90,8 @@ ASSETS: tuple[AssetSpec, ...] = (
     AssetSpec("emotion_net", ("EmotionRecognition/image_based_networks/ResNet50",),
               "image-based emotion network (ResNet-50, AffectNet)", EMOCA_SITE,
               "emotion_resnet50", required=False),
-    AssetSpec("ict_facekit", ("ICT-FaceKit",), "ICT-FaceKit open face model (MIT)", ICT_SITE,
-              "ict_facekit", required=False),
+    AssetSpec("ict_facekit", ("ICT-FaceKit", "ICT-FaceKit/ICT-FaceKit-master"),
+              "ICT-FaceKit open face model (MIT)", ICT_SITE, "ict_facekit", required=False),
 )
 
 _BY_KEY = {a.key: a for a in ASSETS}

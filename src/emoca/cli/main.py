@@ -14,6 +14,7 @@ __all__ = ["main", "COMMANDS"]
 # `emoca --help` stays fast and a missing optional extra only affects its own command
 COMMANDS: dict[str, tuple[str, str]] = {
     "assets": ("emoca.cli.assets_cmd", "check, download or synthesise the official files"),
+    "fit": ("emoca.cli.fit_cmd", "fit the open ICT-FaceKit model (or FLAME) to photos"),
     "demo": ("emoca.cli.demo_cmd", "run the whole job on a real photo shipped with a package"),
 }
 

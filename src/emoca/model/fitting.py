@@ -1,0 +1,489 @@
+"""Analysis-by-synthesis fitting of a face model to face crops, with EMOCA's losses.
+
+The open path of the project: no network weights are needed for the geometry. A face model
+(ICT-FaceKit or FLAME) seen by DECA's orthographic camera is optimised so that its 68
+landmarks land on the detected ones, its eyelid/lip distances and mouth corners agree with
+the photo's (EMOCA's relative keypoint losses), its SH-lit render matches the photo
+(masked photometric L1), and an emotion network sees the same emotion in the render as in
+the photo (EMOCA's emotion consistency loss), with Gaussian priors on identity and a
+sparsity prior on expression. A sequence of crops (video) shares one identity and is held
+together by a temporal smoothness term.
+
+Conventions: crops are (B,3,S,S) RGB in [0,1]; landmarks are (B,68,2) in crop pixels with
+DECA's convention ``pixel = (ndc + 1) * S / 2``; the camera is DECA's ``[s, tx, ty]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from emoca.io.bundle import TensorBundle
+from emoca.losses.emotion import emotion_consistency
+from emoca.losses.landmarks import eye_closure_loss, lip_closure_loss, mouth_corner_loss
+from emoca.render.raster import interpolate
+from emoca.render.renderer import Renderer
+
+__all__ = ["FitConfig", "FitResult", "Fitter", "orthographic_project"]
+
+log = logging.getLogger(__name__)
+
+
+def orthographic_project(points: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
+    """DECA's camera: (B,N,3) model points -> image space (x right, y down, [-1,1]).
+
+    ``x' = s (x + tx)``, ``y' = -s (y + ty)``, ``z' = -s z`` with ``cam = [s, tx, ty]`` (B,3).
+    """
+    s, t = cam[:, None, :1], cam[:, None, 1:]
+    xy = s * (points[..., :2] + t)
+    return torch.cat([xy[..., :1], -xy[..., 1:2], -s * points[..., 2:]], dim=-1)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Weights and schedule of the fit.
+
+    The landmark term is the weighted mean squared distance in NDC units (crop = [-1, 1]);
+    EMOCA's relative eye, lip and mouth-corner losses are squared here so that the fit's
+    objective stays smooth near its optimum. Stages: ``rigid`` (camera and head pose on
+    landmarks), ``landmarks`` (+ identity and expression), ``appearance`` (expression, SH
+    light and albedo against the photo: photometric and emotion terms, landmarks kept).
+    """
+
+    solver: str = "lm"
+    lm_iterations: int = 40
+    steps_rigid: int = 60
+    steps_landmarks: int = 300
+    steps_appearance: int = 30
+    lr_identity: float = 0.3
+    lr_expression: float = 0.06
+    lr_pose: float = 0.01
+    lr_camera: float = 0.003
+    w_landmarks: float = 1.0
+    w_contour: float = 1.0
+    w_eye: float = 0.5
+    w_lip: float = 0.5
+    w_corner: float = 0.5
+    w_photometric: float = 0.005
+    w_emotion: float = 0.05
+    w_identity_prior: float = 3e-6
+    w_expression_prior: float = 3e-5
+    w_temporal: float = 0.1
+    appearance_landmark_boost: float = 10.0
+    render_size: int = 112
+    n_identity: int = 100
+    show_progress: bool = False
+
+    def replace(self, **changes: object) -> FitConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class FitResult(TensorBundle):
+    """Fitted parameters and what they produce.
+
+    Attributes:
+        params: name -> (B,n) model parameters (ICT: identity, expression in [0,1],
+            rotation; FLAME: shape, expression, pose).
+        cam: (B,3) DECA camera [s, tx, ty].
+        light: (B,9,3) SH coefficients.
+        albedo: (B,3) RGB skin albedo (constant per face).
+        vertices: (B,V,3) posed vertices, model units.
+        landmarks2d: (B,68,2) projected landmarks in crop pixels.
+        render: (B,3,S,S) lit render composited over the crop.
+        alpha: (B,1,S,S) render coverage.
+        landmark_error: (B,) mean landmark distance / inter-ocular distance.
+        emotion_feature_distance: (B,) mean squared distance of the emotion features of
+            photo and render (nan without an emotion network).
+        losses: final value of each loss term (floats).
+    """
+
+    params: dict[str, torch.Tensor]
+    cam: torch.Tensor
+    light: torch.Tensor
+    albedo: torch.Tensor
+    vertices: torch.Tensor
+    landmarks2d: torch.Tensor
+    render: torch.Tensor
+    alpha: torch.Tensor
+    landmark_error: torch.Tensor
+    emotion_feature_distance: torch.Tensor
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+class _Adapter:
+    """How the fitter drives one face model: free parameters, bounds, priors, landmarks."""
+
+    def __init__(self, model: nn.Module, n_identity: int) -> None:
+        self.model = model
+        sizes = model.parameter_sizes()
+        self.kind = "flame" if "shape" in sizes else "ict"
+        self.identity_name = "shape" if self.kind == "flame" else "identity"
+        self.pose_name = "pose" if self.kind == "flame" else "rotation"
+        self.full_identity = sizes[self.identity_name]
+        self.free = {self.identity_name: min(n_identity, self.full_identity),
+                     "expression": sizes["expression"],
+                     self.pose_name: sizes[self.pose_name]}
+        self._lmk_basis = None
+        if self.kind == "ict":
+            # landmarks are vertices of the ICT mesh: a 68-row slice of the bases makes the
+            # landmark stages ~100x cheaper than evaluating the whole mesh
+            idx = model.landmark_indices
+            cols = (idx[:, None] * 3 + torch.arange(3, device=idx.device)).reshape(-1)
+            self._lmk_basis = (model.neutral[idx], model.identity_basis[:, cols],
+                               model.expression_basis[:, cols])
+
+    def init(self, b: int, device: torch.device) -> dict[str, torch.Tensor]:
+        return {k: torch.zeros(b, n, device=device) for k, n in self.free.items()}
+
+    def model_params(self, free: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = dict(free)
+        ident = free[self.identity_name]
+        if ident.shape[1] < self.full_identity:
+            out[self.identity_name] = F.pad(ident, (0, self.full_identity - ident.shape[1]))
+        return out
+
+    def project_bounds(self, free: dict[str, torch.Tensor]) -> None:
+        if self.kind == "ict":  # ARKit weights live in [0, 1]
+            free["expression"].data.clamp_(0.0, 1.0)
+
+    def landmarks(self, free: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,68,3) model landmarks, through the cheap path where there is one."""
+        if self._lmk_basis is None:
+            return self.model(**self.model_params(free)).landmarks68
+        from emoca.face_model.ict import axis_angle_to_matrix
+
+        neutral, id_b, exp_b = self._lmk_basis
+        ident = free["identity"]
+        b = max(ident.shape[0], free["expression"].shape[0])
+        off = ident @ id_b[: ident.shape[1]] + free["expression"] @ exp_b
+        pts = neutral + off.view(b, -1, 3)
+        rot = axis_angle_to_matrix(free["rotation"])
+        return pts @ rot.transpose(1, 2)
+
+    def prior(self, free: dict[str, torch.Tensor], cfg: FitConfig) -> torch.Tensor:
+        ident, exp = free[self.identity_name], free["expression"]
+        exp_term = exp.abs().sum(1) if self.kind == "ict" else (exp ** 2).sum(1)
+        return (cfg.w_identity_prior * (ident ** 2).sum(1)
+                + cfg.w_expression_prior * exp_term).mean()
+
+
+def _init_camera(model_lmk: torch.Tensor, target_ndc: torch.Tensor) -> torch.Tensor:
+    """Scale and shift aligning the model's frontal landmarks with the targets (B,3)."""
+    m = model_lmk[..., :2] * torch.tensor([1.0, -1.0], device=model_lmk.device)
+    mc, tc = m.mean(1, keepdim=True), target_ndc.mean(1, keepdim=True)
+    s = ((target_ndc - tc).norm(dim=-1).mean(1) / (m - mc).norm(dim=-1).mean(1))
+    # x' = s (x + tx)  and  y' = -s (y + ty): solve for t at the centroids
+    tx = tc[:, 0, 0] / s - model_lmk[:, :, 0].mean(1)
+    ty = -tc[:, 0, 1] / s - model_lmk[:, :, 1].mean(1)
+    return torch.stack([s, tx, ty], dim=1)
+
+
+def _inter_ocular(lmk: torch.Tensor) -> torch.Tensor:
+    return (lmk[:, 36:42].mean(1) - lmk[:, 42:48].mean(1)).norm(dim=-1)
+
+
+def _pair_distance_residuals(lmk: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pair (predicted - target) distances for EMOCA's eye, lip and corner pairs (B,9)."""
+    from emoca.losses.landmarks import (
+        EYE_CLOSURE_PAIRS,
+        LIP_CLOSURE_PAIRS,
+        MOUTH_CORNER_PAIRS,
+        pair_distances,
+    )
+
+    return torch.cat([pair_distances(lmk, p) - pair_distances(target, p)
+                      for p in (EYE_CLOSURE_PAIRS, LIP_CLOSURE_PAIRS, MOUTH_CORNER_PAIRS)], -1)
+
+
+def levenberg_marquardt(residuals: Callable[..., torch.Tensor], theta: torch.Tensor,
+                        *data: torch.Tensor, iterations: int = 30,
+                        lower: torch.Tensor | None = None, upper: torch.Tensor | None = None,
+                        damping: float = 1e-3) -> torch.Tensor:
+    """Batched Levenberg-Marquardt with box bounds (projected steps).
+
+    Args:
+        residuals: maps (B,P) parameters and the (B,...) ``data`` tensors to (B,R)
+            residuals; samples must be independent (per-sample Jacobians via ``torch.func``).
+        theta: (B,P) start.
+        data: per-sample tensors passed along (targets).
+        iterations: LM iterations.
+        lower, upper: (P,) bounds or None (steps are clamped into them).
+        damping: initial lambda (Marquardt's scaling by diag(J^T J)).
+
+    Returns:
+        (B,P) parameters with a residual norm no larger than at the start.
+    """
+    from torch.func import jacrev, vmap
+
+    def single(t: torch.Tensor, *d: torch.Tensor) -> torch.Tensor:
+        return residuals(t[None], *(x[None] for x in d))[0]
+
+    jac = vmap(jacrev(single))
+    lam = torch.full((theta.shape[0],), damping, dtype=theta.dtype, device=theta.device)
+    theta = theta.detach().clone()
+    r = residuals(theta, *data).detach()
+    cost = (r ** 2).sum(1)
+    eye = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
+    for _ in range(iterations):
+        j = jac(theta, *data).detach()  # (B,R,P)
+        jtj = j.transpose(1, 2) @ j
+        g = (j.transpose(1, 2) @ r[..., None])[..., 0]
+        # parameters held at a bound by the gradient leave the system (projected LM);
+        # otherwise clamped steps get rejected over and over and progress stalls
+        active = torch.zeros_like(theta, dtype=torch.bool)
+        if lower is not None:
+            active |= (theta <= lower) & (g > 0)
+        if upper is not None:
+            active |= (theta >= upper) & (g < 0)
+        free_ = (~active).to(theta.dtype)
+        jtj = jtj * free_[:, :, None] * free_[:, None, :]
+        g = g * free_
+        diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp(min=1e-9)
+        a = jtj + lam[:, None, None] * torch.diag_embed(diag) + torch.diag_embed(
+            active.to(theta.dtype)) + 1e-12 * eye
+        step = torch.linalg.solve(a, -g)
+        cand = theta + step
+        if lower is not None:
+            cand = torch.maximum(cand, lower)
+        if upper is not None:
+            cand = torch.minimum(cand, upper)
+        r_new = residuals(cand, *data).detach()
+        cost_new = (r_new ** 2).sum(1)
+        better = cost_new < cost
+        theta = torch.where(better[:, None], cand, theta)
+        r = torch.where(better[:, None], r_new, r)
+        cost = torch.where(better, cost_new, cost)
+        lam = torch.where(better, lam / 3, lam * 4).clamp(1e-9, 1e9)
+    return theta
+
+
+class Fitter:
+    """Fit a face model to face crops.
+
+    Args:
+        face_model: FLAME or ICTFaceModel (the FaceModel protocol plus ``uv_coords`` and
+            ``uv_faces``).
+        emotion_net: a module mapping (B,3,H,W) RGB in [0,1] to an output with ``.feature``
+            (B,D), e.g. ``FerXception``; ``None`` disables the emotion term.
+        config: :class:`FitConfig`.
+        skin_vertices: indices of vertices whose render is compared with the photo
+            (default: all).
+    """
+
+    def __init__(self, face_model: nn.Module, emotion_net: nn.Module | None = None,
+                 config: FitConfig | None = None, skin_vertices: torch.Tensor | None = None
+                 ) -> None:
+        self.model = face_model
+        self.cfg = config or FitConfig()
+        self.adapter = _Adapter(face_model, self.cfg.n_identity)
+        self.emotion_net = emotion_net
+        if emotion_net is not None:
+            emotion_net.eval().requires_grad_(False)
+        self.renderer = Renderer(face_model.uv_coords, face_model.uv_faces, face_model.faces,
+                                 image_size=self.cfg.render_size)
+        v = face_model.num_vertices
+        self.skin = (torch.ones(v) if skin_vertices is None else
+                     torch.zeros(v).index_fill_(0, skin_vertices.long(), 1.0))
+
+    def _render(self, renderer: Renderer, free: dict[str, torch.Tensor], cam: torch.Tensor,
+                light: torch.Tensor, albedo: torch.Tensor, background: torch.Tensor):
+        verts = self.model(**self.adapter.model_params(free)).vertices
+        trans = orthographic_project(verts, cam)
+        b = verts.shape[0]
+        albedo_map = albedo[:, :, None, None].expand(b, 3, 4, 4)
+        r = renderer(verts, trans, albedo_map, lights=light, background=background)
+        # the skin mask reuses the render's fragments: one rasterization per step
+        skin = interpolate(self.skin.to(verts)[None, :, None], r.fragments, renderer.faces)
+        return verts, r, (skin.permute(0, 3, 1, 2) > 0.5).to(verts.dtype) * r.alpha_images
+
+    def _solve_landmarks(self, cam: torch.Tensor, free: dict[str, torch.Tensor],
+                         target: torch.Tensor, lmk_w: torch.Tensor):
+        """Rigid, then full, Levenberg-Marquardt on the landmark terms; per face."""
+        cfg, ad = self.cfg, self.adapter
+        names = [ad.identity_name, "expression", ad.pose_name]
+        sizes = [free[n].shape[1] for n in names]
+        sqrt_w = (lmk_w / lmk_w.sum()).sqrt()[None, :, None] * cfg.w_landmarks ** 0.5
+        pair_w = torch.tensor([cfg.w_eye] * 4 + [cfg.w_lip] * 3 + [cfg.w_corner] * 2,
+                              device=target.device).sqrt() / 3.0
+
+        def unpack(theta: torch.Tensor):
+            c = theta[:, :3]
+            parts = torch.split(theta[:, 3:], sizes, dim=1)
+            return c, dict(zip(names, parts, strict=True))
+
+        def residuals(theta: torch.Tensor, tgt: torch.Tensor, rigid: bool) -> torch.Tensor:
+            c, p = unpack(theta)
+            lmk = orthographic_project(ad.landmarks(p), c)[..., :2]
+            res = [((lmk - tgt) * sqrt_w).flatten(1)]
+            if not rigid:
+                res.append(_pair_distance_residuals(lmk, tgt) * pair_w)
+                res.append(cfg.w_identity_prior ** 0.5 * p[ad.identity_name])
+                res.append(cfg.w_expression_prior ** 0.5 * p["expression"])
+            return torch.cat(res, dim=1)
+
+        theta = torch.cat([cam] + [free[n] for n in names], dim=1)
+        lower = torch.full((theta.shape[1],), -float("inf"), device=theta.device)
+        upper = torch.full((theta.shape[1],), float("inf"), device=theta.device)
+        lower[0] = 1e-6
+        if ad.kind == "ict":  # ARKit weights in [0, 1]
+            start = 3 + sizes[0]
+            lower[start:start + sizes[1]] = 0.0
+            upper[start:start + sizes[1]] = 1.0
+        # rigid first (camera and head pose), everything else held
+        rigid_cols = torch.zeros(theta.shape[1], dtype=torch.bool, device=theta.device)
+        rigid_cols[:3] = True
+        rigid_cols[3 + sizes[0] + sizes[1]:] = True
+        mid = slice(3, 3 + sizes[0] + sizes[1])
+
+        def rigid_res(t: torch.Tensor, tgt: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+            full = torch.cat([t[:, :3], held, t[:, 3:]], dim=1)  # out of place for vmap
+            return residuals(full, tgt, rigid=True)
+
+        t_r = levenberg_marquardt(rigid_res, theta[:, rigid_cols], target, theta[:, mid],
+                                  iterations=cfg.lm_iterations // 2, lower=lower[rigid_cols],
+                                  upper=upper[rigid_cols])
+        theta = torch.cat([t_r[:, :3], theta[:, mid], t_r[:, 3:]], dim=1)
+        theta = levenberg_marquardt(lambda t, tgt: residuals(t, tgt, rigid=False), theta, target,
+                                    iterations=cfg.lm_iterations, lower=lower, upper=upper)
+        c, p = unpack(theta)
+        ident = p.pop(ad.identity_name).contiguous()
+        return c.contiguous(), ident, {k: v.contiguous() for k, v in p.items()}
+
+    def fit(self, crops: torch.Tensor, landmarks: torch.Tensor, *, sequence: bool = False,
+            callback: Callable[[str, int, dict[str, float]], None] | None = None) -> FitResult:
+        """Fit to (B,3,S,S) crops with (B,68,2) landmarks in crop pixels.
+
+        With ``sequence=True`` the B crops are frames of one person: one identity is shared
+        and consecutive frames' parameters are pulled together (``w_temporal``).
+        """
+        cfg, ad = self.cfg, self.adapter
+        dev = crops.device
+        b, _, size, _ = crops.shape
+        target = landmarks.to(crops.dtype) / (size / 2) - 1  # DECA: pixel = (ndc + 1) S / 2
+        small = F.interpolate(crops, size=(cfg.render_size,) * 2, mode="bilinear",
+                              antialias=True, align_corners=False)
+        init = ad.init(b, dev)
+        ident = init[ad.identity_name][:1] if sequence else init[ad.identity_name]
+        per_frame = {k: v for k, v in init.items() if k != ad.identity_name}
+
+        def free() -> dict[str, torch.Tensor]:
+            return {ad.identity_name: ident.expand(b, -1) if sequence else ident, **per_frame}
+
+        with torch.no_grad():
+            cam = _init_camera(ad.landmarks(free()), target)
+        light = torch.zeros(b, 9, 3, device=dev)
+        light[:, 0] = 3.0  # ambient only: shading ~0.85 everywhere to start
+        albedo = small.mean((2, 3)).clone()
+        lmk_w = torch.ones(68, device=dev)
+        lmk_w[:17] = cfg.w_contour
+        photo_feat = None
+        if self.emotion_net is not None:
+            with torch.no_grad():
+                photo_feat = self.emotion_net(small).feature
+
+        def geometry_terms(lmk3d: torch.Tensor, rigid: bool, boost: float = 1.0
+                           ) -> dict[str, torch.Tensor]:
+            lmk = orthographic_project(lmk3d, cam)[..., :2]
+            sq = ((lmk - target) ** 2).sum(-1)
+            terms = {"landmarks": boost * cfg.w_landmarks * (sq * lmk_w).sum(1).mean()
+                     / lmk_w.sum()}
+            if not rigid:
+                terms["eye"] = cfg.w_eye * eye_closure_loss(lmk, target) ** 2
+                terms["lip"] = cfg.w_lip * lip_closure_loss(lmk, target) ** 2
+                terms["corner"] = cfg.w_corner * mouth_corner_loss(lmk, target) ** 2
+                terms["prior"] = ad.prior(free(), cfg)
+                if sequence and b > 1:
+                    smooth = [(v[1:] - v[:-1]).pow(2).sum(1).mean() for v in per_frame.values()]
+                    terms["temporal"] = cfg.w_temporal * sum(smooth)
+            return terms
+
+        if cfg.solver == "lm":
+            # independent faces: solve the landmark stages as nonlinear least squares
+            with torch.no_grad():
+                cam, ident_lm, pf = self._solve_landmarks(cam, free(), target, lmk_w)
+            if sequence:  # start the joint refinement from the frames' mean identity
+                ident = ident_lm.mean(0, keepdim=True)
+            else:
+                ident = ident_lm
+            per_frame = pf
+
+        pose, exp = per_frame[ad.pose_name], per_frame["expression"]
+        adam_landmarks = cfg.solver != "lm" or sequence
+        stages = [
+            ("rigid", cfg.steps_rigid if cfg.solver != "lm" else 0,
+             [(cam, cfg.lr_camera), (pose, cfg.lr_pose)]),
+            ("landmarks", cfg.steps_landmarks if adam_landmarks else 0,
+             [(cam, cfg.lr_camera), (pose, cfg.lr_pose), (ident, cfg.lr_identity),
+              (exp, cfg.lr_expression)]),
+            ("appearance", cfg.steps_appearance,
+             [(exp, cfg.lr_expression * 0.5), (light, 0.05), (albedo, 0.02)]),
+        ]
+        losses: dict[str, float] = {}
+        for stage, steps, groups in stages:
+            if steps <= 0:
+                continue
+            tensors = [t for t, _ in groups]
+            for t in tensors:
+                t.requires_grad_(True)
+            opt = torch.optim.Adam([{"params": [t], "lr": lr} for t, lr in groups])
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.0)
+            for it in tqdm(range(steps), desc=f"fit: {stage}", disable=not cfg.show_progress,
+                           leave=False):
+                opt.zero_grad(set_to_none=True)
+                if stage == "appearance":
+                    _, r, skin = self._render(self.renderer, free(), cam, light, albedo, small)
+                    # photo and emotion terms may move the expression, not the landmarks
+                    terms = geometry_terms(ad.landmarks(free()), rigid=False,
+                                           boost=cfg.appearance_landmark_boost)
+                    diff = (r.images - small).abs().sum(1, keepdim=True) * skin
+                    terms["photometric"] = (cfg.w_photometric * diff.sum()
+                                            / skin.sum().clamp(min=1.0))
+                    if photo_feat is not None and cfg.w_emotion > 0:
+                        terms["emotion"] = cfg.w_emotion * emotion_consistency(
+                            photo_feat, self.emotion_net(r.images).feature)
+                else:
+                    terms = geometry_terms(ad.landmarks(free()), rigid=stage == "rigid")
+                total = sum(terms.values())
+                total.backward()
+                opt.step()
+                sched.step()
+                with torch.no_grad():
+                    cam[:, 0].clamp_(min=1e-6)
+                    ad.project_bounds(per_frame)
+                losses = {k: float(v.detach()) for k, v in terms.items()}
+                if callback is not None:
+                    callback(stage, it, losses)
+            for t in tensors:
+                t.requires_grad_(False)
+        return self._finish(free(), cam, light, albedo, crops, target, photo_feat, losses)
+
+    @torch.no_grad()
+    def _finish(self, free, cam, light, albedo, crops, target, photo_feat, losses) -> FitResult:
+        size = crops.shape[-1]
+        renderer = Renderer(self.model.uv_coords, self.model.uv_faces, self.model.faces,
+                            image_size=size).to(crops.device)
+        verts, r, _ = self._render(renderer, free, cam, light, albedo, crops)
+        lmk = orthographic_project(self.adapter.landmarks(free), cam)[..., :2]
+        err = (lmk - target).norm(dim=-1).mean(1) / _inter_ocular(target)
+        if photo_feat is not None:
+            small = F.interpolate(crops, size=(self.cfg.render_size,) * 2, mode="bilinear",
+                                  antialias=True, align_corners=False)
+            _, r_small, _ = self._render(self.renderer, free, cam, light, albedo, small)
+            emo = (self.emotion_net(r_small.images).feature - photo_feat).pow(2).mean(1)
+        else:
+            emo = torch.full((verts.shape[0],), math.nan, device=crops.device)
+        params = self.adapter.model_params(free)
+        return FitResult(
+            params={k: v.detach().clone() for k, v in params.items()}, cam=cam.detach(),
+            light=light.detach(), albedo=albedo.detach(), vertices=verts,
+            landmarks2d=(lmk + 1) * size / 2, render=r.images, alpha=r.alpha_images,
+            landmark_error=err, emotion_feature_distance=emo, losses=losses)
