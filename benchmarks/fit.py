@@ -1,0 +1,114 @@
+"""Open fitting cost: seconds per image and the cost of each loss term per iteration.
+
+Fits ICT-FaceKit to the astronaut and Grace Hopper photos (detection excluded), then times
+the pieces of one appearance-stage iteration separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import print_reproduce, print_table, timeit  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "ict-facekit"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--ict-dir", default=str(SHARED))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import matplotlib.cbook as cbook
+    import skimage.data
+    from PIL import Image
+
+    from emoca.detect import create_detector
+    from emoca.detect.crop import crops_from_image
+    from emoca.face_model.ict import ICTFaceModel
+    from emoca.model.fitting import Fitter, orthographic_project
+    from emoca.nets.fer_xception import FerXception
+
+    ict = ICTFaceModel.from_dir(args.ict_dir)
+    fer = FerXception.from_hdf5()
+    det = create_detector("mediapipe")
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
+        grace = np.asarray(im.convert("RGB"))
+    fitter = Fitter(ict, fer)
+    rows = []
+    for name, img in (("astronaut", skimage.data.astronaut()), ("grace_hopper", grace)):
+        c = crops_from_image(img, det)[0]
+        lmk = torch.as_tensor(c.transform.to_crop(c.detection.landmarks68()),
+                              dtype=torch.float32)[None]
+        t_det = timeit(lambda img=img: crops_from_image(img, det), repeat=args.repeat)
+        stage_t: dict[str, float] = {}
+        last = [0.0]
+
+        def cb(stage: str, it: int, _: dict, stage_t=stage_t, last=last) -> None:
+            now = time.perf_counter()
+            stage_t[stage] = stage_t.get(stage, 0.0) + now - last[0]
+            last[0] = now
+
+        times = []
+        for _ in range(args.repeat):
+            stage_t.clear()
+            t0 = time.perf_counter()
+            last[0] = t0
+            res = fitter.fit(c.image[None], lmk, callback=cb)
+            times.append(time.perf_counter() - t0)
+        total = float(np.median(times))
+        rows.append([name, f"{t_det * 1e3:.0f}", f"{total:.2f}",
+                     f"{total - stage_t.get('appearance', 0):.2f}",
+                     f"{stage_t.get('appearance', 0):.2f}",
+                     f"{float(res.landmark_error):.4f}"])
+    print_table("Fit per image (ICT-FaceKit, default FitConfig)",
+                ["photo", "detect+crop ms", "fit s", "landmark LM + finish s",
+                 "appearance stage s", "landmark err / IOD"], rows)
+
+    # one appearance iteration, piece by piece
+    b = 1
+    small = torch.rand(b, 3, 112, 112)
+    free = fitter.adapter.init(b, torch.device("cpu"))
+    cam = torch.tensor([[0.09, 0.0, 1.0]])
+    light = torch.zeros(b, 9, 3)
+    light[:, 0] = 3.0
+    albedo = torch.full((b, 3), 0.6)
+    free["expression"].requires_grad_(True)
+
+    def geometry():
+        return ict(**fitter.adapter.model_params(free)).vertices
+
+    def render():
+        return fitter._render(fitter.renderer, free, cam, light, albedo, small)
+
+    def photometric_step():
+        _, r, skin = render()
+        ((r.images - small).abs() * skin).sum().backward()
+
+    def emotion_step():
+        _, r, _ = render()
+        fer(r.images).feature.sum().backward()
+
+    def landmarks_only():
+        orthographic_project(fitter.adapter.landmarks(free), cam).sum().backward()
+
+    parts = [("ICT mesh forward", geometry), ("landmarks (68-vertex path) fwd+bwd", landmarks_only),
+             ("render 112 (raster+shade) forward", render),
+             ("photometric term fwd+bwd (incl. render)", photometric_step),
+             ("emotion term fwd+bwd (incl. render)", emotion_step)]
+    rows = [[n, f"{timeit(fn, repeat=5) * 1e3:.1f}"] for n, fn in parts]
+    print_table("One appearance-stage iteration, by term", ["piece", "ms"], rows)
+    print_reproduce()
+
+
+if __name__ == "__main__":
+    main()
