@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     fit_args = argparse.Namespace(
         inputs=[str(photo)], out=str(out / "fit"), face_model="ict", assets=args.assets,
         ict_dir=args.ict_dir, device="cpu", no_emotion=False, steps=None, no_resume=True,
-        detector="mediapipe")
+        detector="mediapipe", chunk=32)
     t0 = time.perf_counter()
     status = fit_cmd.run(fit_args)
     face = out / "fit" / "astronaut" / "face_0"

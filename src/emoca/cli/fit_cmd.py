@@ -11,7 +11,7 @@ SHARED_ICT = Path(__file__).resolve().parents[3].parent / "shared" / "ict-faceki
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    p.add_argument("inputs", nargs="+", help="image or video files, folders or globs")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--face-model", choices=["ict", "flame"], default="ict")
     p.add_argument("--assets", help="assets folder (FLAME files; ICT-FaceKit/ inside it)")
@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="landmark-stage iterations (default from FitConfig)")
     p.add_argument("--no-resume", action="store_true", help="redo faces already finished")
     p.add_argument("--detector", default="mediapipe", help="face detector backend")
+    p.add_argument("--chunk", type=int, default=32,
+                   help="video: frames fitted together (one identity per chunk)")
 
 
 def find_ict_dir(explicit: str | None, assets_root: str | None) -> Path:
@@ -81,8 +83,16 @@ def run(args: argparse.Namespace) -> int:
         summary.failed[arg] = "no such file, folder or matching glob"
     for p in scan.unknown:
         summary.failed[str(p)] = "not an image (unknown extension)"
-    for p in videos:
-        summary.failed[str(p)] = "video fitting is not implemented yet: use emoca reconstruct"
+    if videos:
+        from emoca.pipeline.fit_video import fit_video
+
+        for p in videos:
+            try:
+                res = fit_video(p, args.out, fitter, create_detector(args.detector),
+                                chunk=args.chunk)
+                summary.faces += list(res.tracks.values())
+            except Exception as e:  # one broken video must not end the batch
+                summary.failed[str(p)] = f"video: {e}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "summary.json", "w") as f:
