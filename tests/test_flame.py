@@ -173,3 +173,13 @@ def test_both_face_models_satisfy_the_protocol(flame, ict_dir):
         assert out.vertices.shape == (2, model.num_vertices, 3)
         assert out.landmarks68.shape == (2, 68, 3)
         assert int(model.faces.max()) < model.num_vertices
+
+
+def test_landmarks_only_equals_the_full_forward(flame):
+    g = torch.Generator().manual_seed(5)
+    p = dict(shape=torch.randn(3, 100, generator=g), expression=torch.randn(3, 50, generator=g),
+             pose=torch.randn(3, 6, generator=g) * 0.4)
+    p["pose"][1, 1] = -0.6  # a yaw that switches the contour row
+    torch.testing.assert_close(flame.landmarks_only(**p), flame(**p).landmarks68, atol=1e-6,
+                               rtol=0)
+    assert len(flame._lmk_sub) < flame.num_vertices // 2

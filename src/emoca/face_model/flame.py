@@ -138,6 +138,8 @@ class FLAME(nn.Module):
                                  _as_tensor(e["full_lmk_faces_idx"], torch.long).reshape(-1))
             self.register_buffer("full_lmk_bary",
                                  _as_tensor(e["full_lmk_bary_coords"], dt).reshape(-1, 3))
+        if landmark_embedding is not None:
+            self._init_landmark_subset()
         self._has_mp = mediapipe_embedding is not None
         if mediapipe_embedding is not None:
             m = mediapipe_embedding
@@ -180,6 +182,44 @@ class FLAME(nn.Module):
         if template_obj is not None:
             flame.set_uv(load_flame_uv(template_obj))
         return flame
+
+    def _init_landmark_subset(self) -> None:
+        # the vertices any landmark can touch (static, every contour row, full embedding):
+        # skinning only these makes landmark-only evaluations ~10x cheaper
+        needed = torch.cat([self.static_lmk_faces_idx, self.dynamic_lmk_faces_idx.reshape(-1),
+                            self.full_lmk_faces_idx])
+        sub = torch.unique(self.faces[needed].reshape(-1))
+        remap = torch.full((self.num_vertices,), -1, dtype=torch.long)
+        remap[sub] = torch.arange(len(sub))
+        self.register_buffer("_lmk_sub", sub, persistent=False)
+        self.register_buffer("_lmk_faces", remap[self.faces], persistent=False)
+        self.register_buffer("_lmk_J", self.J_regressor @ self.v_template, persistent=False)
+        self.register_buffer("_lmk_Jdirs", torch.einsum("jv,vck->jck", self.J_regressor,
+                                                        self.shapedirs), persistent=False)
+        cols = (sub[:, None] * 3 + torch.arange(3)).reshape(-1)
+        self.register_buffer("_lmk_posedirs", self.posedirs[:, cols], persistent=False)
+
+    def landmarks_only(self, shape: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor,
+                       neck_pose: torch.Tensor | None = None,
+                       eye_pose: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,68,3) ``landmarks68`` of :meth:`forward`, skinning only the vertices they use."""
+        if not self._has_lmk:
+            raise ValueError("FLAME was loaded without a landmark embedding")
+        b = shape.shape[0]
+        neck = pose.new_zeros(b, 3) if neck_pose is None else neck_pose
+        eyes = pose.new_zeros(b, 6) if eye_pose is None else eye_pose
+        full_pose = torch.cat([pose[:, :3], neck, pose[:, 3:], eyes], dim=1)
+        sub = self._lmk_sub
+        verts, _ = lbs(torch.cat([shape, expression], 1), full_pose, self.v_template[sub],
+                       self.shapedirs[sub], self._lmk_posedirs, self.J_regressor, self.parents,
+                       self.lbs_weights[sub], joint_dirs=(self._lmk_J, self._lmk_Jdirs))
+        rots = batch_rodrigues(full_pose[:, :6].reshape(-1, 3)).view(b, 2, 3, 3)
+        rows = contour_rows_from_yaw(rots[:, 0], rots[:, 1])
+        idx = torch.cat([self.dynamic_lmk_faces_idx[rows],
+                         self.static_lmk_faces_idx[None].expand(b, -1)], 1)
+        bary = torch.cat([self.dynamic_lmk_bary[rows],
+                          self.static_lmk_bary[None].expand(b, -1, -1)], 1)
+        return vertices_to_landmarks(verts, self._lmk_faces, idx, bary)
 
     @property
     def num_vertices(self) -> int:

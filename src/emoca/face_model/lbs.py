@@ -74,7 +74,9 @@ def rigid_transforms(rot_mats: torch.Tensor, joints: torch.Tensor,
 
 def lbs(betas: torch.Tensor, pose: torch.Tensor, v_template: torch.Tensor,
         shapedirs: torch.Tensor, posedirs: torch.Tensor, j_regressor: torch.Tensor,
-        parents: torch.Tensor, lbs_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        parents: torch.Tensor, lbs_weights: torch.Tensor, *,
+        joint_dirs: tuple[torch.Tensor, torch.Tensor] | None = None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
     """SMPL-style linear blend skinning (the FLAME forward).
 
     Args:
@@ -86,13 +88,19 @@ def lbs(betas: torch.Tensor, pose: torch.Tensor, v_template: torch.Tensor,
         j_regressor: (J,V) joint regressor (dense).
         parents: (J,) kinematic parents.
         lbs_weights: (V,J) skinning weights.
+        joint_dirs: optional (J,3) rest joints and (J,3,K) joint blend directions (the
+            regressor applied to template and shapedirs beforehand): lets the caller skin a
+            subset of the vertices while the joints still come from the whole mesh.
 
     Returns:
         vertices (B,V,3) and posed joints (B,J,3).
     """
     b = betas.shape[0]
     v_shaped = v_template[None] + blend_shapes(betas, shapedirs)
-    joints = torch.matmul(j_regressor, v_shaped)  # (B,J,3)
+    if joint_dirs is None:
+        joints = torch.matmul(j_regressor, v_shaped)  # (B,J,3)
+    else:
+        joints = joint_dirs[0] + blend_shapes(betas, joint_dirs[1])
     rot_mats = batch_rodrigues(pose.reshape(-1, 3)).view(b, -1, 3, 3)
     ident = torch.eye(3, dtype=pose.dtype, device=pose.device)
     pose_feature = (rot_mats[:, 1:] - ident).reshape(b, -1)  # (B,(J-1)*9)

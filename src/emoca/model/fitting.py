@@ -158,6 +158,9 @@ class _Adapter:
     def landmarks(self, free: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B,68,3) model landmarks, through the cheap path where there is one."""
         if self._lmk_basis is None:
+            fast = getattr(self.model, "landmarks_only", None)
+            if fast is not None:
+                return fast(**self.model_params(free))
             return self.model(**self.model_params(free)).landmarks68
         from emoca.face_model.ict import axis_angle_to_matrix
 
