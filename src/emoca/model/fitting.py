@@ -253,7 +253,11 @@ def levenberg_marquardt(residuals: Callable[..., torch.Tensor], theta: torch.Ten
         diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp(min=1e-9)
         a = jtj + lam[:, None, None] * torch.diag_embed(diag) + torch.diag_embed(
             active.to(theta.dtype)) + 1e-12 * eye
-        step = torch.linalg.solve(a, -g)
+        # the damped normal matrix is symmetric positive definite: Cholesky (LU solves of
+        # torch 2.13's MKL build fail after torch.set_num_threads changes, and this is cheaper)
+        chol, info = torch.linalg.cholesky_ex(a)
+        step = torch.cholesky_solve(-g[..., None], chol)[..., 0]
+        step = torch.where((info == 0)[:, None], step, torch.zeros_like(step))
         cand = theta + step
         if lower is not None:
             cand = torch.maximum(cand, lower)
