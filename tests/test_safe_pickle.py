@@ -137,3 +137,4 @@ def test_not_a_pickle_names_the_file(tmp_path):
     path.write_bytes(b"\x80\x02}q\x00(U")  # truncated
     with pytest.raises(UnsafePickleError, match="broken.pkl"):
         load_pickle(path)
+

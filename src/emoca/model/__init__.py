@@ -1,0 +1,1 @@
+"""Model layer: EMOCA/DECA composition, official checkpoint loading, fitting."""
