@@ -15,6 +15,9 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "assets": ("emoca.cli.assets_cmd", "check, download or synthesise the official files"),
     "fit": ("emoca.cli.fit_cmd", "fit the open ICT-FaceKit model (or FLAME) to photos"),
+    "prepare": ("emoca.cli.prepare_cmd", "detect, crop and cache labelled faces for training"),
+    "train": ("emoca.cli.train_cmd", "train the emotion net, EMOCA coarse/detail stages or EmoMLP"),
+    "evaluate": ("emoca.cli.evaluate_cmd", "Table-1 emotion metrics from images and 3D codes"),
     "demo": ("emoca.cli.demo_cmd", "run the whole job on a real photo shipped with a package"),
 }
 
