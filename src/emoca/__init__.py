@@ -26,6 +26,7 @@ _LAZY = {
     "Fitter": "emoca.model.fitting",
     "FitConfig": "emoca.model.fitting",
     "Assets": "emoca.assets.locate",
+    "reconstruct": "emoca.api",
 }
 
 __all__ = ["__version__", *_LAZY]

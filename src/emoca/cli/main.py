@@ -14,6 +14,8 @@ __all__ = ["main", "COMMANDS"]
 # `emoca --help` stays fast and a missing optional extra only affects its own command
 COMMANDS: dict[str, tuple[str, str]] = {
     "assets": ("emoca.cli.assets_cmd", "check, download or synthesise the official files"),
+    "reconstruct": ("emoca.cli.reconstruct_cmd",
+                    "reconstruct faces from photos and videos (EMOCA)"),
     "fit": ("emoca.cli.fit_cmd", "fit the open ICT-FaceKit model (or FLAME) to photos"),
     "prepare": ("emoca.cli.prepare_cmd", "detect, crop and cache labelled faces for training"),
     "train": ("emoca.cli.train_cmd", "train the emotion net, EMOCA coarse/detail stages or EmoMLP"),
