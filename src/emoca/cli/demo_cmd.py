@@ -46,4 +46,20 @@ def run(args: argparse.Namespace) -> int:
                        ("mesh.obj", "mesh with a UV texture from the photo (also .ply, .glb)"),
                        ("params.json", "ARKit blendshape weights by name, pose, emotion")):
         print(f"  {face / name}: {what}")
+    from emoca.assets.locate import Assets
+
+    assets = Assets(args.assets)
+    if not assets.missing_required() and assets.find("emoca_v2_lr_mse_20") is not None:
+        from emoca.cli import reconstruct_cmd
+        from emoca.cli.main import build_parser
+
+        rec_args = build_parser().parse_args(
+            ["reconstruct", str(photo), "-o", str(out / "reconstruct"), "--assets",
+             str(assets.root)])
+        status = max(status, reconstruct_cmd.run(rec_args))
+        print(f"\nEMOCA reconstruction (official files in {assets.root}): "
+              f"{out / 'reconstruct' / 'astronaut'}")
+    else:
+        print(f"\n(official FLAME/EMOCA files not found in {assets.root}: `emoca assets "
+              "download` fetches them; then this demo also runs `emoca reconstruct`)")
     return status
