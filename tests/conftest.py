@@ -32,3 +32,15 @@ def ict_dir() -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: the shared ICT-FaceKit folder is required by the tests")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: on a small shared CPU two threads stall each other
+    in the ResNet-50 convolutions (several times slower); restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

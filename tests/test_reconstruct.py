@@ -42,14 +42,7 @@ COARSE_FILES = {"face.json", "codes.npz", "codes.json", "landmarks.json", "landm
 DETAIL_FILES = COARSE_FILES | {"mesh_detail.obj", "render_detail.png", "geometry_detail.png"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: two threads on the small shared CPU stall each other in the
-    ResNet-50 convolutions; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -47,21 +47,12 @@ from emoca.losses.landmarks import (
 )
 from emoca.losses.photometric import photometric_l1
 from emoca.losses.priors import expression_prior
+from emoca.train.config import default_config
 
 __all__ = ["COARSE_LOSS_DEFAULTS", "CoarseStage", "init_expression_from_flame"]
 
-COARSE_LOSS_DEFAULTS: dict[str, Any] = {
-    "emotion": 1.0,
-    "emotion_metric": "mse",
-    "photometric": 2.0,
-    "eye": 0.5,
-    "lip": 0.5,
-    "mouth_corner": 0.5,
-    "expression_prior": 1.0e-4,
-    "landmark": 0.0,
-    "mask": "rend",
-    "background_from_input": True,
-}
+# one source of truth for the official weights: the stage's default configuration
+COARSE_LOSS_DEFAULTS: dict[str, Any] = default_config("coarse")["loss"]
 
 _FROZEN = ("E_flame", "E_detail", "D_detail")
 

@@ -40,17 +40,12 @@ from emoca.losses.detail import (
 )
 from emoca.render.geometry import vertex_normals
 from emoca.render.shading import add_sh_light
+from emoca.train.config import default_config
 
 __all__ = ["DETAIL_LOSS_DEFAULTS", "DetailStage", "face_uv_region"]
 
-DETAIL_LOSS_DEFAULTS: dict[str, Any] = {
-    "uv_l1": 5.0,
-    "z_reg": 0.005,
-    "z_diff": 0.005,
-    "z_sym": 0.005,
-    "detail_photometric": 0.0,
-    "detail_exchange": True,
-}
+# one source of truth for the official weights: the stage's default configuration
+DETAIL_LOSS_DEFAULTS: dict[str, Any] = default_config("detail")["loss"]
 
 _FROZEN = ("E_flame", "E_expression")
 _VISIBLE_NORMAL_Z = -0.05
