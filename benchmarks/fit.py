@@ -88,15 +88,15 @@ def main() -> None:
         return ict(**fitter.adapter.model_params(free)).vertices
 
     def render():
-        return fitter._render(fitter.renderer, free, cam, light, albedo, small)
+        return fitter._render(free, cam, light, albedo, small)
 
     def photometric_step():
-        _, r, skin = render()
-        ((r.images - small).abs() * skin).sum().backward()
+        _, images, _, skin = render()
+        ((images - small).abs() * skin).sum().backward()
 
     def emotion_step():
-        _, r, _ = render()
-        fer(r.images).feature.sum().backward()
+        _, images, _, _ = render()
+        fer(images).feature.sum().backward()
 
     def landmarks_only():
         orthographic_project(fitter.adapter.landmarks(free), cam).sum().backward()

@@ -29,8 +29,10 @@ from tqdm import tqdm
 from emoca.io.bundle import TensorBundle
 from emoca.losses.emotion import emotion_consistency
 from emoca.losses.landmarks import eye_closure_loss, lip_closure_loss, mouth_corner_loss
-from emoca.render.raster import interpolate
+from emoca.render.geometry import vertex_normals
+from emoca.render.raster import deca_to_raster, interpolate, rasterize
 from emoca.render.renderer import Renderer
+from emoca.render.shading import add_sh_light
 
 __all__ = ["FitConfig", "FitResult", "Fitter", "orthographic_project"]
 
@@ -295,22 +297,37 @@ class Fitter:
         self.emotion_net = emotion_net
         if emotion_net is not None:
             emotion_net.eval().requires_grad_(False)
+        # the fit renders through _render; this renderer serves UV-space exports
         self.renderer = Renderer(face_model.uv_coords, face_model.uv_faces, face_model.faces,
                                  image_size=self.cfg.render_size)
         v = face_model.num_vertices
         self.skin = (torch.ones(v) if skin_vertices is None else
                      torch.zeros(v).index_fill_(0, skin_vertices.long(), 1.0))
 
-    def _render(self, renderer: Renderer, free: dict[str, torch.Tensor], cam: torch.Tensor,
-                light: torch.Tensor, albedo: torch.Tensor, background: torch.Tensor):
+    def _render(self, free: dict[str, torch.Tensor], cam: torch.Tensor, light: torch.Tensor,
+                albedo: torch.Tensor, background: torch.Tensor):
+        """Constant-albedo SH render over ``background`` and its skin mask.
+
+        ``Renderer.forward``'s image for a constant albedo, without what the fit does not use
+        (screen-space normals, positions, UV lookups): normals and the skin mask are
+        interpolated in one pass over one rasterization. Back-facing pixels are black.
+
+        Returns:
+            vertices (B,V,3), images (B,3,S,S), alpha (B,1,S,S), skin mask (B,1,S,S).
+        """
         verts = self.model(**self.adapter.model_params(free)).vertices
-        trans = orthographic_project(verts, cam)
-        b = verts.shape[0]
-        albedo_map = albedo[:, :, None, None].expand(b, 3, 4, 4)
-        r = renderer(verts, trans, albedo_map, lights=light, background=background)
-        # the skin mask reuses the render's fragments: one rasterization per step
-        skin = interpolate(self.skin.to(verts)[None, :, None], r.fragments, renderer.faces)
-        return verts, r, (skin.permute(0, 3, 1, 2) > 0.5).to(verts.dtype) * r.alpha_images
+        b, size, faces = verts.shape[0], background.shape[-1], self.model.faces
+        frags = rasterize(deca_to_raster(orthographic_project(verts, cam)), faces, size, size)
+        attrs = torch.cat([vertex_normals(verts, faces),
+                           self.skin.to(verts)[None, :, None].expand(b, -1, 1)], dim=-1)
+        pix = interpolate(attrs, frags, faces).permute(0, 3, 1, 2)
+        alpha = frags.mask[:, None].to(verts.dtype)
+        # inner surfaces seen through the eye and mouth openings face away from the camera
+        # (+z): draw them black and keep them out of the photometric comparison
+        front = (pix[:, 2:3] > 0).to(verts.dtype)
+        shaded = albedo[:, :, None, None] * add_sh_light(pix[:, :3], light) * front
+        images = shaded * alpha + background * (1 - alpha)
+        return verts, images, alpha, (pix[:, 3:] > 0.5).to(verts.dtype) * alpha * front
 
     def _solve_landmarks(self, cam: torch.Tensor, free: dict[str, torch.Tensor],
                          target: torch.Tensor, lmk_w: torch.Tensor):
@@ -447,16 +464,16 @@ class Fitter:
                            leave=False):
                 opt.zero_grad(set_to_none=True)
                 if stage == "appearance":
-                    _, r, skin = self._render(self.renderer, free(), cam, light, albedo, small)
+                    _, images, _, skin = self._render(free(), cam, light, albedo, small)
                     # photo and emotion terms may move the expression, not the landmarks
                     terms = geometry_terms(ad.landmarks(free()), rigid=False,
                                            boost=cfg.appearance_landmark_boost)
-                    diff = (r.images - small).abs().sum(1, keepdim=True) * skin
+                    diff = (images - small).abs().sum(1, keepdim=True) * skin
                     terms["photometric"] = (cfg.w_photometric * diff.sum()
                                             / skin.sum().clamp(min=1.0))
                     if photo_feat is not None and cfg.w_emotion > 0:
                         terms["emotion"] = cfg.w_emotion * emotion_consistency(
-                            photo_feat, self.emotion_net(r.images).feature)
+                            photo_feat, self.emotion_net(images).feature)
                 else:
                     terms = geometry_terms(ad.landmarks(free()), rigid=stage == "rigid")
                 total = sum(terms.values())
@@ -476,21 +493,19 @@ class Fitter:
     @torch.no_grad()
     def _finish(self, free, cam, light, albedo, crops, target, photo_feat, losses) -> FitResult:
         size = crops.shape[-1]
-        renderer = Renderer(self.model.uv_coords, self.model.uv_faces, self.model.faces,
-                            image_size=size).to(crops.device)
-        verts, r, _ = self._render(renderer, free, cam, light, albedo, crops)
+        verts, images, alpha, _ = self._render(free, cam, light, albedo, crops)
         lmk = orthographic_project(self.adapter.landmarks(free), cam)[..., :2]
         err = (lmk - target).norm(dim=-1).mean(1) / _inter_ocular(target)
         if photo_feat is not None:
             small = F.interpolate(crops, size=(self.cfg.render_size,) * 2, mode="bilinear",
                                   antialias=True, align_corners=False)
-            _, r_small, _ = self._render(self.renderer, free, cam, light, albedo, small)
-            emo = (self.emotion_net(r_small.images).feature - photo_feat).pow(2).mean(1)
+            _, small_images, _, _ = self._render(free, cam, light, albedo, small)
+            emo = (self.emotion_net(small_images).feature - photo_feat).pow(2).mean(1)
         else:
             emo = torch.full((verts.shape[0],), math.nan, device=crops.device)
         params = self.adapter.model_params(free)
         return FitResult(
             params={k: v.detach().clone() for k, v in params.items()}, cam=cam.detach(),
             light=light.detach(), albedo=albedo.detach(), vertices=verts,
-            landmarks2d=(lmk + 1) * size / 2, render=r.images, alpha=r.alpha_images,
+            landmarks2d=(lmk + 1) * size / 2, render=images, alpha=alpha,
             landmark_error=err, emotion_feature_distance=emo, losses=losses)
