@@ -29,6 +29,10 @@ demo: venv
 
 bench: venv
 	$(BIN)/python benchmarks/flame.py
+	$(BIN)/python benchmarks/render.py --quick
+	$(BIN)/python benchmarks/fit.py
+	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/nets.py
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
