@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -45,11 +46,18 @@ class TensorBundle:
                 out[f.name] = v
         return out
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the tensor fields to an ``.npz`` file, atomically."""
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the array fields to an ``.npz`` file, atomically; returns the path written.
+
+        As with ``np.savez``, ``.npz`` is appended when ``path`` lacks it.
+        """
         from emoca.io.atomic import atomic_write
 
+        target = Path(path)
+        if target.suffix != ".npz":
+            target = target.with_name(target.name + ".npz")
         arrays = {k: np.asarray(v) for k, v in self.numpy().items()
                   if isinstance(v, (np.ndarray, int, float, bool))}
-        with atomic_write(path, "wb") as f:
+        with atomic_write(target, "wb") as f:
             np.savez(f, **arrays)
+        return target

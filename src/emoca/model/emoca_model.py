@@ -56,7 +56,7 @@ from emoca.model.checkpoints import (
 )
 from emoca.model.fitting import orthographic_project
 from emoca.model.weights import CONFIG_NAME, load_pretrained, materialize, save_pretrained
-from emoca.nets.encoders import FLAME_CODE_SIZES, decompose_flame_code
+from emoca.nets.encoders import FLAME_CODE_SIZES, FlameCodes, decompose_flame_code
 from emoca.nets.resnet import check_image_batch
 from emoca.render.geometry import vertex_normals
 from emoca.render.renderer import DenseMesh, Renderer, sample_uv
@@ -85,36 +85,17 @@ DECA_NAME = "DECA"
 
 
 @dataclass(frozen=True)
-class EmocaCodes(TensorBundle):
+class EmocaCodes(FlameCodes):
     """What the encoders predict for a batch of crops (float32, batch-first).
 
+    E_flame's codes (:class:`~emoca.nets.encoders.FlameCodes`: shape, tex, exp, pose, cam,
+    light; ``exp`` is E_expression's for EMOCA, E_flame's for DECA) plus:
+
     Attributes:
-        shape: (B, 100) FLAME identity.
-        tex: (B, 50) albedo coefficients.
-        exp: (B, 50) FLAME expression (E_expression's for EMOCA, E_flame's for DECA).
-        pose: (B, 6) axis-angle [global 3, jaw 3], radians.
-        cam: (B, 3) orthographic camera [s, tx, ty].
-        light: (B, 9, 3) SH coefficients (9 bands x RGB).
         detail: (B, 128) detail code, or None when not encoded.
     """
 
-    shape: torch.Tensor
-    tex: torch.Tensor
-    exp: torch.Tensor
-    pose: torch.Tensor
-    cam: torch.Tensor
-    light: torch.Tensor
     detail: torch.Tensor | None = None
-
-    @property
-    def global_pose(self) -> torch.Tensor:
-        """(B, 3) head rotation, axis-angle."""
-        return self.pose[:, :3]
-
-    @property
-    def jaw_pose(self) -> torch.Tensor:
-        """(B, 3) jaw rotation, axis-angle."""
-        return self.pose[:, 3:]
 
     @property
     def batch_size(self) -> int:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emoca.nets.encoders import TensorRecord
+from emoca.io.bundle import TensorBundle
 from emoca.nets.resnet import FEATURE_DIM, check_image_batch, resnet50
 
 NUM_EXPRESSIONS = 8  # AffectNet: neutral, happy, sad, surprise, fear, disgust, anger, contempt
@@ -42,7 +42,7 @@ UNUSED_CHECKPOINT_KEYS: tuple[str, ...] = ("backbone.fc.weight", "backbone.fc.bi
 
 
 @dataclass(frozen=True)
-class EmotionOutput(TensorRecord):
+class EmotionOutput(TensorBundle):
     """Emotion read from an image or from 3D face parameters.
 
     Attributes:

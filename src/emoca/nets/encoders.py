@@ -14,16 +14,13 @@ EMOCA's ``exp_deca_jaw_pose`` / ``exp_deca_global_pose`` are set).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from emoca.io.bundle import TensorBundle
 from emoca.nets.resnet import FEATURE_DIM, check_image_batch, resnet50
 
 HIDDEN_DIM = 1024
@@ -42,39 +39,8 @@ DETAIL_CODE_DIM = 128
 EXPRESSION_CODE_DIM = 50
 
 
-class TensorRecord:
-    """Helpers for frozen dataclasses whose fields are tensors (or ``None``)."""
-
-    def _tensor_items(self) -> dict[str, torch.Tensor]:
-        return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-            if isinstance(getattr(self, f.name), torch.Tensor)
-        }
-
-    def to(self, *args: Any, **kwargs: Any) -> Any:
-        """A copy with every tensor moved/cast like ``Tensor.to(*args, **kwargs)``."""
-        moved = {k: v.to(*args, **kwargs) for k, v in self._tensor_items().items()}
-        return dataclasses.replace(self, **moved)  # type: ignore[type-var]
-
-    def detach(self) -> Any:
-        """A copy with every tensor detached from the autograd graph."""
-        detached = {k: v.detach() for k, v in self._tensor_items().items()}
-        return dataclasses.replace(self, **detached)  # type: ignore[type-var]
-
-    def numpy(self) -> dict[str, np.ndarray]:
-        """Every tensor field as a CPU numpy array, keyed by field name."""
-        return {k: v.detach().cpu().numpy() for k, v in self._tensor_items().items()}
-
-    def save(self, path: str | Path) -> Path:
-        """Write the tensor fields to an ``.npz`` file; returns the path written."""
-        path = Path(path)
-        np.savez(path, **self.numpy())
-        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
-
-
 @dataclass(frozen=True)
-class FlameCodes(TensorRecord):
+class FlameCodes(TensorBundle):
     """E_flame's 236-d output split into DECA's codes (all float32, batch-first).
 
     Attributes:

