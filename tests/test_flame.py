@@ -87,24 +87,58 @@ def test_landmarks_are_their_barycentric_combinations(flame, fake_assets):
     np.testing.assert_allclose(out.landmarks3d[0].numpy(), full, atol=1e-6)
 
 
-@pytest.mark.parametrize("yaw_deg, row", [(0, 0), (10, 10), (39, 39), (50, 39), (-1, 40),
-                                          (-20, 59), (-39, 78), (-60, 78)])
+@pytest.mark.parametrize("yaw_deg, row", [(0, 0), (10, 10), (30, 30), (39, 39), (50, 39),
+                                          (-1, 40), (-20, 59), (-30, 69), (-39, 78), (-60, 78)])
 def test_contour_row_follows_yaw(yaw_deg, row):
-    # DECA's yaw is minus euler_y: a rotation of -yaw about y gives contour row `row`
-    r = batch_rodrigues(torch.tensor([[0.0, -math.radians(yaw_deg), 0.0]]))
+    # DECA/EMOCA: yaw = +euler_y(R_root @ R_neck), no sign change (smplx negates, they don't)
+    r = batch_rodrigues(torch.tensor([[0.0, math.radians(yaw_deg), 0.0]]))
     assert contour_rows_from_yaw(r, torch.eye(3)[None]).item() == row
 
 
-def test_contour_switches_with_yaw_in_forward(flame, fake_assets):
+def _official_contour_row(global_pose: np.ndarray, neck_pose: np.ndarray) -> int:
+    """The contour row from the formula alone (numpy + scipy, none of our code).
+
+    yaw = round(min(degrees(atan2(-R[2,0], sqrt(R[0,0]^2 + R[1,0]^2))), 39)) for
+    R = R_root @ R_neck; negative yaw y maps to row 39 - y, below -39 to row 78.
+    """
+    from scipy.spatial.transform import Rotation
+
+    r = Rotation.from_rotvec(global_pose).as_matrix() @ Rotation.from_rotvec(neck_pose).as_matrix()
+    yaw = int(np.round(min(np.degrees(np.arctan2(-r[2, 0], np.hypot(r[0, 0], r[1, 0]))), 39)))
+    if yaw >= 0:
+        return yaw
+    return 78 if yaw < -39 else 39 - yaw
+
+
+@pytest.mark.parametrize("global_y_deg, pitch, neck_y, expected_row", [
+    (30, 0.0, 0.0, 30), (-30, 0.0, 0.0, 69), (-50, 0.0, 0.0, 78), (50, 0.0, 0.0, 39),
+    (12, 0.05, 0.02, None), (-17, -0.1, -0.03, None)])
+def test_turned_head_uses_the_official_contour_row(flame, fake_assets, global_y_deg, pitch,
+                                                    neck_y, expected_row):
     emb = load_npy(fake_assets / "FLAME/geometry/landmark_embedding.npy")
-    p = _zeros()
-    p["pose"][0, 1] = -math.radians(25)
-    out = flame(**p)
-    v, f = out.vertices[0].numpy(), flame.faces.numpy()
-    dyn_f = emb["dynamic_lmk_faces_idx"][25].numpy()
-    dyn_b = emb["dynamic_lmk_bary_coords"][25].numpy()
-    np.testing.assert_allclose(out.landmarks68[0, :17].numpy(),
-                               np.einsum("lk,lkc->lc", dyn_b, v[f[dyn_f]]), atol=1e-6)
+    g = torch.Generator().manual_seed(global_y_deg + 100)
+    p = dict(shape=torch.randn(1, 100, generator=g), expression=torch.randn(1, 50, generator=g),
+             pose=torch.zeros(1, 6))
+    p["pose"][0, 1] = math.radians(global_y_deg)
+    p["pose"][0, 0] = pitch
+    neck = torch.tensor([[0.0, neck_y, 0.0]])
+    row = _official_contour_row(p["pose"][0, :3].double().numpy(), neck[0].double().numpy())
+    if expected_row is not None:
+        assert row == expected_row  # the formula itself gives the rows the issue states
+    out = flame(**p, neck_pose=neck)
+    v, f = out.vertices[0].double().numpy(), flame.faces.numpy()
+    dyn_f = emb["dynamic_lmk_faces_idx"][row].numpy()
+    dyn_b = emb["dynamic_lmk_bary_coords"][row].double().numpy()
+    want = np.einsum("lk,lkc->lc", dyn_b, v[f[dyn_f]])
+    np.testing.assert_allclose(out.landmarks68[0, :17].double().numpy(), want, atol=1e-6)
+    # the fitter's path (skinning only the landmark vertices) picks the same row
+    only = flame.landmarks_only(**p, neck_pose=neck)[0, :17].double().numpy()
+    np.testing.assert_allclose(only, want, atol=1e-6)
+    # and no other row gives these points (the look-alike table differs row to row)
+    other = 78 - row if row != 39 else 0
+    wrong = np.einsum("lk,lkc->lc", emb["dynamic_lmk_bary_coords"][other].double().numpy(),
+                      v[f[emb["dynamic_lmk_faces_idx"][other].numpy()]])
+    assert np.abs(wrong - want).max() > 1e-4
 
 
 def test_euler_y_matches_scipy():

@@ -142,8 +142,11 @@ def contour_rows_from_yaw(root_rot: torch.Tensor, neck_rot: torch.Tensor) -> tor
     """Row (B,) of FLAME's dynamic contour table for a head rotation.
 
     Rows 0..39 hold yaw 0..39 degrees, rows 40..78 yaw -1..-39; beyond -39 the last row.
-    The yaw is ``round(min(-euler_y(R_root @ R_neck) in degrees, 39))``, as DECA computes it.
+    The yaw is ``round(min(euler_y(R_root @ R_neck) in degrees, 39))`` with no sign change,
+    as DECA's and EMOCA's ``_find_dynamic_lmk_idx_and_bcoords`` compute it (smplx negates
+    the angle; the official DECA/EMOCA code does not). So a global pose of y = +30 degrees
+    picks row 30 and y = -30 degrees row 69.
     """
     rel = root_rot @ neck_rot
-    yaw = torch.round(torch.clamp(-rotation_euler_y(rel) * 180.0 / torch.pi, max=39.0)).long()
+    yaw = torch.round(torch.clamp(rotation_euler_y(rel) * 180.0 / torch.pi, max=39.0)).long()
     return torch.where(yaw < 0, torch.where(yaw < -39, torch.full_like(yaw, 78), 39 - yaw), yaw)
