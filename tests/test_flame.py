@@ -197,9 +197,7 @@ def test_both_face_models_satisfy_the_protocol(flame, ict_dir):
     from emoca.face_model.base import FaceModel
     from emoca.face_model.ict import ICTFaceModel
 
-    ict = ICTFaceModel.from_npz(ict_dir / "ict_facekit_modes.npz",
-                                ict_dir / "generic_neutral_mesh.obj.gz",
-                                ict_dir / "vertex_indices.json", n_identity=4)
+    ict = ICTFaceModel.from_dir(ict_dir, n_identity=4)
     for model in (flame, ict):
         assert isinstance(model, FaceModel)
         sizes = model.parameter_sizes()

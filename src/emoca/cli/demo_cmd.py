@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--assets", help="official assets folder (default: $EMOCA_HOME or "
                    "~/.cache/emoca)")
     p.add_argument("--ict-dir", help="ICT-FaceKit folder (default: <assets>/ICT-FaceKit or "
-                   "the shared data folder beside the repository)")
+                   "the copy that ships with the package)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,8 +7,6 @@ import json
 import os
 from pathlib import Path
 
-SHARED_ICT = Path(__file__).resolve().parents[3].parent / "shared" / "ict-facekit"
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="image or video files, folders or globs")
@@ -28,17 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def find_ict_dir(explicit: str | None, assets_root: str | None) -> Path:
-    """An explicit folder, else ``<assets>/ICT-FaceKit``, else the shared data folder."""
-    from emoca.assets.locate import Assets, MissingAssetError
+    """An explicit folder, else ``<assets>/ICT-FaceKit``, else the copy in the package."""
+    from emoca.assets.ict_facekit import ict_model_dir
 
-    if explicit:
-        return Path(explicit)
-    try:
-        return Assets(assets_root).path("ict_facekit")
-    except MissingAssetError:
-        if SHARED_ICT.exists():
-            return SHARED_ICT
-        raise
+    return ict_model_dir(explicit, assets_root)
 
 
 def build_face_model(kind: str, args: argparse.Namespace):

@@ -15,7 +15,10 @@ Two on-disk layouts are read:
 
 * the compact ``ict_facekit_modes.npz`` (``neutral``, ``identity_modes``,
   ``expression_modes``, ``identity_names``, ``expression_names``) plus
-  ``generic_neutral_mesh.obj[.gz]`` (topology, UVs) and ``vertex_indices.json``;
+  ``generic_neutral_mesh.obj[.gz]`` (topology, UVs) and ``vertex_indices.json``; or the
+  same arrays in the packaged copy's lossless ``.f32planes.xz`` file
+  (:mod:`emoca.assets.ict_facekit`; :meth:`ICTFaceModel.default` loads that copy or the
+  one the lookup order finds first);
 * the original repository's ``FaceXModel/`` folder of OBJs (``generic_neutral_mesh.obj``,
   ``identity000..099.obj``, one ``<expression>.obj`` per name in
   ``vertex_indices.json["expressions"]``), plain or ``.gz``.
@@ -37,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from emoca.assets.ict_facekit import PACKED_NAME, unpack_modes
 from emoca.io.bundle import TensorBundle
 from emoca.io.obj import read_obj
 
@@ -173,6 +177,23 @@ def subset_mesh(
     uvmap[uv_keep] = np.arange(len(uv_keep))
     uv_faces_r = np.where(kept_uv >= 0, uvmap[np.maximum(kept_uv, 0)], -1)
     return faces_r, uv_faces_r, uv_keep, face_keep
+
+
+class _Modes(dict):
+    """The packed modes as a dict usable like ``np.load``'s NpzFile in a ``with``."""
+
+    def __enter__(self) -> _Modes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clear()
+
+
+def _open_modes(path: Path):
+    """``np.load`` for an npz; the packaged copy's lossless xz format otherwise."""
+    if path.name.endswith(PACKED_NAME):
+        return _Modes(unpack_modes(path))
+    return np.load(path, allow_pickle=False)
 
 
 def _find_obj(folder: Path, stem: str) -> Path | None:
@@ -318,14 +339,14 @@ class ICTFaceModel(nn.Module):
         )
         wanted = _expression_list(indices, include_extra_expressions)
 
-        with np.load(npz_path, allow_pickle=False) as z:
+        with _open_modes(npz_path) as z:
             missing_keys = {
                 "neutral",
                 "identity_modes",
                 "expression_modes",
                 "identity_names",
                 "expression_names",
-            } - set(z.files)
+            } - set(z)
             if missing_keys:
                 raise KeyError(f"{npz_path} lacks arrays {sorted(missing_keys)}")
             id_names = [str(s) for s in z["identity_names"]]
@@ -434,8 +455,17 @@ class ICTFaceModel(nn.Module):
         return cls(data, region=region)
 
     @classmethod
+    def default(cls, explicit: str | Path | None = None, assets: str | Path | None = None,
+                **kwargs) -> ICTFaceModel:
+        """Load from :func:`emoca.assets.ict_facekit.ict_model_dir`: ``explicit``, else
+        ``<assets>/ICT-FaceKit``, else the copy shipped with the package."""
+        from emoca.assets.ict_facekit import ict_model_dir
+
+        return cls.from_dir(ict_model_dir(explicit, assets), **kwargs)
+
+    @classmethod
     def from_dir(cls, path: str | Path, **kwargs) -> ICTFaceModel:
-        """Load from an npz file, a folder holding the npz, or an ICT-FaceKit OBJ folder.
+        """Load from an npz (or packed) file, a folder holding one, or an ICT-FaceKit OBJ folder.
 
         Keyword arguments go to :meth:`from_npz` / :meth:`from_obj_folder` (``region``,
         ``n_identity``, ``include_extra_expressions``).
@@ -445,12 +475,16 @@ class ICTFaceModel(nn.Module):
             return cls.from_npz(path, **kwargs)
         if (path / NPZ_NAME).is_file():
             return cls.from_npz(path / NPZ_NAME, **kwargs)
+        if path.is_file() and path.name.endswith(PACKED_NAME):
+            return cls.from_npz(path, **kwargs)
+        if (path / PACKED_NAME).is_file():
+            return cls.from_npz(path / PACKED_NAME, **kwargs)
         for root in (path / "FaceXModel", path):
             if _find_obj(root, NEUTRAL_NAME) and _find_obj(root, "identity000"):
                 return cls.from_obj_folder(root, **kwargs)
         raise FileNotFoundError(
-            f"no ICT-FaceKit model in {path}: expected {NPZ_NAME}, or FaceXModel/ (or the "
-            f"folder itself) holding {NEUTRAL_NAME}.obj and identity000.obj"
+            f"no ICT-FaceKit model in {path}: expected {NPZ_NAME} or {PACKED_NAME}, or "
+            f"FaceXModel/ (or the folder itself) holding {NEUTRAL_NAME}.obj and identity000.obj"
         )
 
     # ---------------------------------------------------------------- properties
