@@ -160,12 +160,15 @@ class Assets:
         if p is None:
             spec = _BY_KEY[key]
             where = self.overrides.get(key) or " or ".join(str(self.root / r) for r in spec.paths)
+            download = "emoca assets download" + (f" {spec.archive}" if spec.archive else "")
             raise MissingAssetError(
                 f"{spec.what} ({key}) not found at {where}.\n"
-                f"  Get it from {spec.source}, then run `emoca assets download` "
-                f"(or unpack it into {self.root}); `emoca assets check` lists what is there.\n"
+                f"  Get it from {spec.source}: `{download} --dir {self.root}` fetches and "
+                f"unpacks it with your account (or unpack it into {self.root} yourself); "
+                f"`emoca assets check {self.root}` lists what is there.\n"
                 "  To try the pipeline before the licensed files arrive: "
-                "`emoca assets synthetic DIR` writes look-alike files.")
+                "`emoca assets synthetic DIR` writes look-alike files (random weights), "
+                "then pass `--assets DIR`.")
         return p
 
     def check(self, verify: bool = True) -> list[AssetStatus]:

@@ -27,8 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--dir", help="assets folder")
     d.add_argument("--user", help="account name (or $EMOCA_USER; prompted otherwise)")
     d.add_argument("--base-url", help="mirror replacing the authors' server")
-    s = sub.add_parser("synthetic", help="write look-alike official files (for trying out)")
-    s.add_argument("dir", help="folder to write")
+    s = sub.add_parser("synthetic", help="write look-alike official files (random weights, "
+                       "for trying the pipeline out; NOT the real models)")
+    s.add_argument("dir", help="assets folder to write; then pass --assets DIR")
+    s.add_argument("--only", default="all", metavar="PARTS",
+                   help="comma list of flame, deca, emoca, emotion, emodeca (default: all)")
+    s.add_argument("--models", default=None, metavar="NAMES",
+                   help="EMOCA models for the emoca part, comma list or 'all' (default: "
+                        "EMOCA_v2_lr_mse_20, the one `emoca reconstruct` uses)")
     s.add_argument("--seed", type=int, default=0)
 
 
@@ -51,10 +57,17 @@ def run(args: argparse.Namespace) -> int:
         print(format_check_table(rows, assets.root))
         return 0 if not assets.missing_required() else 1
     if args.action == "synthetic":
-        from emoca.assets.synthetic import write_official_assets
+        from emoca.assets.synthetic_tree import parse_models, parse_parts, write_synthetic_tree
 
-        root = write_official_assets(args.dir, seed=args.seed)
-        print(f"look-alike (NOT the real models) assets written to {root}")
+        try:
+            parts, models = parse_parts(args.only), parse_models(args.models)
+        except ValueError as e:
+            print(f"emoca assets synthetic: {e}", file=sys.stderr)
+            return 2
+        root = write_synthetic_tree(args.dir, parts, models, seed=args.seed)
+        shown = [p if p != "emoca" else f"emoca ({', '.join(models)})" for p in parts]
+        print(f"look-alike assets (random weights, NOT the real models) written to {root}: "
+              f"{', '.join(shown)}\ntry: emoca reconstruct PHOTO -o OUT --assets {root}")
         return 0
     assets = Assets(args.dir)
     auth = _credentials(args.user)
