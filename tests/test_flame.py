@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import smplx.lbs
 import torch
+import torch.nn.functional as F
 
-from emoca.face_model.flame import FLAME, FlameAlbedo
+from emoca.face_model.flame import FLAME, FlameAlbedo, nearest_source_index
 from emoca.face_model.lbs import batch_rodrigues, contour_rows_from_yaw, rotation_euler_y
 from emoca.io.safe_pickle import load_npy
 
@@ -180,12 +181,39 @@ def test_albedo_both_flavours_and_grey(tmp_path):
     b = FlameAlbedo.from_file(tmp_path / "tex.npz")(code)
     assert a.shape == (1, 3, 256, 256)
     torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
-    # reference: texel (row 2r, col 2c) region averaged by the 2x bilinear downsample, BGR->RGB
+    # reference: nearest 512 -> 256 picks texel (2r, 2c), no averaging; BGR -> RGB
     tex = mean + pcs @ np.array([1.0, -2.0, 0.5])
-    want = tex.reshape(256, 2, 256, 2, 3).mean((1, 3))[..., ::-1]
+    want = tex[::2, ::2, ::-1]
     np.testing.assert_allclose(a[0].permute(1, 2, 0).numpy(), want, atol=1e-5)
     grey = FlameAlbedo.from_file(None)(code)
     assert torch.all(grey == 0.5)
+
+
+def _official_flametex(mu: np.ndarray, pc: np.ndarray, texcode: torch.Tensor) -> torch.Tensor:
+    """DECA/EMOCA's FLAMETex.forward as its code reads (float32 model, elementwise product
+    and sum, default F.interpolate, channels [2, 1, 0]): written out here independently."""
+    n = texcode.shape[1]
+    mean = torch.from_numpy(mu.reshape(1, -1)).float()[None]
+    basis = torch.from_numpy(pc.reshape(-1, pc.shape[-1])[:, :n]).float()[None]
+    texture = mean + (basis * texcode[:, None, :]).sum(-1)
+    texture = texture.reshape(texcode.shape[0], 512, 512, 3).permute(0, 3, 1, 2)
+    texture = F.interpolate(texture, [256, 256])
+    return texture[:, [2, 1, 0], :, :]
+
+
+def test_albedo_equals_the_official_flametex(tmp_path):
+    rng = np.random.default_rng(3)
+    # a texture with detail at the pixel scale, where nearest and bilinear differ
+    mu = rng.uniform(0, 1, 512 * 512 * 3)
+    pc = rng.normal(0, 0.05, (512 * 512 * 3, 5))
+    np.savez(tmp_path / "bfm.npz", MU=mu, PC=pc)
+    code = torch.tensor([[0.7, -1.1, 0.3, 2.0, -0.4], [0.0, 0.5, -0.9, 0.1, 1.2]])
+    ours = FlameAlbedo.from_file(tmp_path / "bfm.npz", n_tex=5)
+    got = ours(torch.cat([code, torch.zeros(2, 45)], 1))
+    want = _official_flametex(mu, pc, code)
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=0)
+    assert ours.basis.shape == (256 * 256 * 3, 5)  # only the picked texels are kept
+    assert nearest_source_index(512, 256).tolist() == list(range(0, 512, 2))
 
 
 def test_template_uvs(flame):

@@ -37,7 +37,8 @@ from emoca.face_model.lbs import (
 from emoca.io.obj import read_obj
 from emoca.io.safe_pickle import load_npy, load_pickle
 
-__all__ = ["FLAME", "FlameOutput", "FlameAlbedo", "FlameUV", "load_flame_uv"]
+__all__ = ["FLAME", "FlameOutput", "FlameAlbedo", "FlameUV", "load_flame_uv",
+           "nearest_source_index"]
 
 N_VERTS = 5023
 SHAPE_DIRS_TOTAL = 300  # expression directions start here in shapedirs' last axis
@@ -284,12 +285,29 @@ class FLAME(nn.Module):
 # ---------------------------------------------------------------------------- albedo
 
 
+def nearest_source_index(size: int, out_size: int) -> torch.Tensor:
+    """(out_size,) source index of each output pixel of ``F.interpolate(mode="nearest")``.
+
+    Obtained by resizing the index ramp itself with that call, so it is PyTorch's own rule
+    (``floor(i * size / out_size)``; 512 -> 256 keeps rows and columns 0, 2, 4, ...).
+    """
+    ramp = torch.arange(size, dtype=torch.float64).view(1, 1, size)
+    return F.interpolate(ramp, size=out_size, mode="nearest").view(-1).long()
+
+
 class FlameAlbedo(nn.Module):
     """Linear albedo model in UV space (DECA's FLAMETex), or constant grey without one.
 
     Both official flavours are read: ``FLAME_albedo_from_BFM.npz`` (``MU``, ``PC``, values
     in [0,1], BGR rows) and ``FLAME_texture.npz`` (``mean``, ``tex_dir`` on 0-255).
     Output (B,3,256,256) RGB.
+
+    As DECA/EMOCA's ``FLAMETex``: mean and basis are cast to float32, the 512x512 map is
+    resized to 256 with ``F.interpolate``'s default mode, which is *nearest* (no
+    averaging), and the channels are reversed (BGR -> RGB). Since nearest resizing only
+    picks texels, the model keeps just the picked rows of mean and basis (``mean`` (1,
+    out*out*3), ``basis`` (out*out*3, n)): the same values for a quarter of the work and
+    memory. (An earlier version resized bilinearly: 9.2e-4 mean abs from the official.)
     """
 
     def __init__(self, mean: np.ndarray | None, basis: np.ndarray | None, n_tex: int = 50,
@@ -298,6 +316,11 @@ class FlameAlbedo(nn.Module):
         self.n_tex, self.size, self.out_size = n_tex, size, out_size
         self.constant = mean is None
         if mean is not None:
+            pick = nearest_source_index(size, out_size).numpy()
+            texels = (pick[:, None] * size + pick[None, :]).reshape(-1)  # row-major (out, out)
+            rows = (texels[:, None] * 3 + np.arange(3)).reshape(-1)  # (out*out*3,) BGR
+            mean = np.asarray(mean).reshape(-1)[rows]
+            basis = np.asarray(basis).reshape(size * size * 3, -1)[rows]
             self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1))
             self.register_buffer("basis", torch.as_tensor(basis, dtype=torch.float32))
 
@@ -327,10 +350,8 @@ class FlameAlbedo(nn.Module):
         if self.constant:
             return texcode.new_full((b, 3, self.out_size, self.out_size), 0.5)
         n = self.basis.shape[1]
-        tex = self.mean + texcode[:, :n] @ self.basis.T
-        tex = tex.view(b, self.size, self.size, 3).permute(0, 3, 1, 2)
-        tex = F.interpolate(tex, size=(self.out_size, self.out_size), mode="bilinear",
-                            align_corners=False)
+        tex = self.mean + texcode[:, :n] @ self.basis.T  # already the nearest-resized texels
+        tex = tex.view(b, self.out_size, self.out_size, 3).permute(0, 3, 1, 2)
         return tex.flip(1)  # stored BGR
 
 
