@@ -84,11 +84,17 @@ def main() -> None:
 
 
 def _run(args: argparse.Namespace, tmp: Path) -> None:
-    from emoca.pipeline.reconstruct import (
-        Reconstructor,
-        reconstruct_images,
-        reconstruct_video,
-    )
+    from emoca.pipeline.reconstruct import Reconstructor
+    from emoca.pipeline.runner import Runner
+    from emoca.pipeline.video import VideoOptions, process_video
+
+    def reconstruct_images(paths, out, rec, **_):
+        return Runner(rec, resume=False, progress=False).run(paths, out)
+
+    def reconstruct_video(path, dest, rec, save, **_):
+        rec.save = save
+        return process_video(path, dest, rec, VideoOptions(overlay="video" in save),
+                             progress=False)
 
     root = args.assets
     if root is None:

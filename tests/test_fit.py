@@ -173,4 +173,4 @@ def test_fit_cli_end_to_end_with_bad_inputs_and_resume(tmp_path, ict_dir):
     assert main(args) == 1
     assert (face / "mesh.obj").stat().st_mtime_ns == stamp
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["faces"] == [] and len(summary["skipped"]) == 1
+    assert summary["written"] == [] and len(summary["skipped"]) == 1

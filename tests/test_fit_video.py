@@ -34,16 +34,17 @@ def test_video_fit_writes_curves_neutral_mesh_and_overlay(tmp_path, ict_dir):
     from emoca.detect import create_detector
     from emoca.face_model.ict import ICTFaceModel
     from emoca.model.fitting import FitConfig, Fitter
-    from emoca.pipeline.fit_video import fit_video
+    from emoca.pipeline.fit_processor import FitProcessor
+    from emoca.pipeline.video import process_video
 
     clip = tmp_path / "clip.mp4"
     _make_clip(clip)
     ict = ICTFaceModel.from_dir(ict_dir)
     fitter = Fitter(ict, None, FitConfig(steps_appearance=3))
-    res = fit_video(clip, tmp_path / "out", fitter, create_detector("mediapipe"), chunk=3,
-                    show_progress=False)
-    assert res.frames == {0: 6} and res.problems == []
-    tdir = res.tracks[0]
+    proc = FitProcessor(fitter, create_detector("mediapipe"), chunk=3)
+    res = process_video(clip, tmp_path / "out" / "clip", proc, progress=False)
+    assert res["tracks"] == {"0": 6} and res["problems"] == []
+    tdir = tmp_path / "out" / "clip" / "track_0"
     rows = list(csv.reader((tdir / "blendshapes.csv").open()))
     assert rows[0][:3] == ["frame", "time", "browDown_L"] and len(rows[0]) == 2 + 53
     weights = np.array([[float(x) for x in r[2:]] for r in rows[1:]])
@@ -57,7 +58,7 @@ def test_video_fit_writes_curves_neutral_mesh_and_overlay(tmp_path, ict_dir):
     # the head follows the face: camera translation moves with the drifting crop
     assert not np.allclose(p["cam"][0], p["cam"][5])
     assert (tdir / "neutral.obj").stat().st_size > 0
-    with av.open(str(res.overlay)) as c:
+    with av.open(str(tmp_path / "out" / "clip" / "overlay.mp4")) as c:
         kinds = sorted(s.type for s in c.streams)
         frames = sum(1 for _ in c.decode(video=0))
     assert kinds == ["audio", "video"] and frames == 6

@@ -28,8 +28,8 @@ from emoca.assets.synthetic_checkpoints import write_emoca_model, write_emodeca_
 from emoca.cli import reconstruct_cmd
 from emoca.detect.crop import CropTransform
 from emoca.model.emoca_model import Emoca, EmocaCodes
-from emoca.pipeline.exports import split_uv_seams
 from emoca.pipeline.reconstruct import composite_geometry, parse_save, unique_names
+from emoca.pipeline.reconstruct_files import split_uv_seams
 
 MODEL = "EMOCA_v2_lr_mse_20"
 N_FRAMES = 6

@@ -28,6 +28,7 @@ from emoca.train.config import (
     ConfigError,
     default_config,
     load_config,
+    packaged_config,
 )
 from emoca.train.data import (
     CodesDataModule,
@@ -142,7 +143,7 @@ def quiet_trainer(out: Path, **cfg):
 
 def test_config_files_hold_the_official_defaults() -> None:
     for stage in STAGES:
-        on_disk = yaml.safe_load((REPO / "configs" / f"{stage}.yaml").read_text())
+        on_disk = yaml.safe_load(packaged_config(stage).read_text())
         assert on_disk == default_config(stage), stage
     coarse = default_config("coarse")
     assert (coarse["loss"]["emotion"], coarse["loss"]["photometric"], coarse["loss"]["eye"],
@@ -394,7 +395,7 @@ def test_ddp_with_two_cpu_processes_through_the_cli(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world size 2" in proc.stdout, proc.stdout
     assert (out / "model" / "model.safetensors").is_file()
-    from emoca.cli.train_cmd import load_emomlp
+    from emoca.train.assemble import load_emomlp
 
     mlp, inputs = load_emomlp(str(out / "model"))
     assert inputs == ["shape", "exp", "jaw_pose"] and mlp.in_dim == 153

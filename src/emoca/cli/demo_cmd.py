@@ -18,27 +18,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--assets", help="official assets folder (default: $EMOCA_HOME or "
                    "~/.cache/emoca)")
-    p.add_argument("--ict-dir", help="ICT-FaceKit folder (default: <assets>/ICT-FaceKit or "
-                   "the copy that ships with the package)")
+    p.add_argument("--ict-dir", help="ICT-FaceKit folder (default: <assets>/ICT-FaceKit, "
+                   "else the copy inside the package)")
 
 
 def run(args: argparse.Namespace) -> int:
     import skimage.data
     from PIL import Image
 
-    from emoca.cli import fit_cmd
+    from emoca.cli.common import print_summary
+    from emoca.pipeline.fit import fit_inputs
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     photo = out / "astronaut.png"
     Image.fromarray(skimage.data.astronaut()).save(photo)
     print(f"input photo: {photo} (skimage.data.astronaut)")
-    fit_args = argparse.Namespace(
-        inputs=[str(photo)], out=str(out / "fit"), face_model="ict", assets=args.assets,
-        ict_dir=args.ict_dir, device="cpu", no_emotion=False, steps=None, no_resume=True,
-        detector="mediapipe", chunk=32)
     t0 = time.perf_counter()
-    status = fit_cmd.run(fit_args)
+    summary = fit_inputs([photo], out / "fit", assets=args.assets, ict_dir=args.ict_dir,
+                         resume=False, progress=False)
+    print_summary(summary, out / "fit")
+    status = 0 if summary.ok else 1
     face = out / "fit" / "astronaut" / "face_0"
     print(f"\nICT-FaceKit fit done in {time.perf_counter() - t0:.1f} s:")
     for name, what in (("overlay.png", "photo | render | landmarks (green fit, red detected)"),

@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from emoca.cli.train_cmd import load_emoca, load_emomlp, load_emotion_net
     from emoca.data import FaceCropDataset
+    from emoca.train.assemble import load_emoca, load_emomlp, load_emotion_net
     from emoca.train.data import CodesDataset, extract_codes, load_codes
     from emoca.train.evaluate import EvaluationReport, predict_emotion
 

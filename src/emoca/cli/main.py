@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pickle
 import sys
 from collections.abc import Sequence
+
+from emoca.errors import EmocaError, UsageError
 
 __all__ = ["main", "COMMANDS"]
 
@@ -48,11 +51,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"emoca {args.command}: interrupted (what was finished is kept; run the same "
+              "command again to resume)", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"emoca {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    except BaseException as e:  # noqa: BLE001 - user errors become one line, bugs stay loud
+        message = user_message(e)
+        if message is None:
+            raise
+        print(f"emoca {args.command}: error: {message}", file=sys.stderr)
+        return 2 if isinstance(e, UsageError) else 1
+
+
+def user_message(e: BaseException) -> str | None:
+    """One line for an error a user can act on; None for a bug (shown with a traceback)."""
+    if isinstance(e, EmocaError):
+        return " ".join(str(e).split())
+    if isinstance(e, ImportError) and not isinstance(e, ModuleNotFoundError):
+        return " ".join(str(e).split())
+    if isinstance(e, ModuleNotFoundError):
+        return (f"the optional package {e.name!r} is not installed (pip install "
+                "'emoca[all]' installs every extra)")
+    if isinstance(e, pickle.UnpicklingError):  # the restricted unpickler's refusals
+        return " ".join(str(e).split())
+    if isinstance(e, OSError):
+        if getattr(e, "filename", None):
+            return f"{e.filename}: {e.strerror or e}"
+        return " ".join(str(e).split())
+    if isinstance(e, MemoryError):
+        return "out of memory (try a smaller --batch-size)"
+    if isinstance(e, (FileNotFoundError, ValueError)):
+        return " ".join(str(e).split())
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

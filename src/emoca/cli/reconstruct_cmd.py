@@ -13,9 +13,9 @@ face are listed in the summary but are not failures.
 from __future__ import annotations
 
 import argparse
-import os
 
-from emoca.model.emoca_model import DECA_NAME, DEFAULT_MODEL, EMOCA_MODELS
+from emoca.cli.common import positive_int, print_summary
+from emoca.model.catalog import DEFAULT_MODEL, reconstruction_models
 
 __all__ = ["add_arguments", "run"]
 
@@ -27,14 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="image or video files, folders (recursive), globs")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"{', '.join(EMOCA_MODELS + (DECA_NAME,))} or a model folder/file "
+                   help=f"{', '.join(reconstruction_models())} or a model folder/file "
                         f"(default {DEFAULT_MODEL})")
     p.add_argument("--assets", help="assets folder (default $EMOCA_HOME or ~/.cache/emoca)")
     p.add_argument("--mode", choices=["coarse", "detail"], default="detail",
                    help="detail: also the detail code, displacement, detail renders and the "
                         "dense mesh (default)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, mps)")
-    p.add_argument("--batch-size", type=int, default=8, help="face crops per network pass")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="face crops per network pass")
     p.add_argument("--save", default=None, help=SAVE_HELP)
     p.add_argument("--detector", default="mediapipe",
                    help="face detector: mediapipe (default), dlib, fan, file (with --faces)")
@@ -58,69 +58,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--d-cutoff", type=float, default=1.0, help="One Euro speed cutoff, Hz")
     v.add_argument("--overlay", choices=["beside", "over"], default="beside",
                    help="overlay video: input | geometry, or the geometry over the input")
-    v.add_argument("--max-missed", type=int, default=5,
+    v.add_argument("--max-missed", type=int, default=5, choices=range(0, 10_000),
+                   metavar="N",
                    help="frames a face may go undetected before its track ends")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _detector(args: argparse.Namespace):
-    from emoca.detect import create_detector
-
-    if args.detector == "file" or args.faces:
-        if not args.faces:
-            raise ValueError("--detector file needs --faces FILE")
-        return create_detector("file", path=args.faces)
-    return create_detector(args.detector)
-
-
-def _print_summary(summary, out: str) -> None:
-    print(f"faces written: {len(summary.written)}  skipped (done before): "
-          f"{len(summary.skipped)}  inputs without a face: {len(summary.no_face)}  "
-          f"failed: {len(summary.failed)}")
-    for path in summary.no_face:
-        print(f"  no face: {path}")
-    for path, problems in summary.problems.items():
-        for problem in problems:
-            print(f"  problem: {path}: {problem}")
-    for path, why in summary.failed.items():
-        print(f"  FAILED: {path}: {why}")
-    if summary.seconds:
-        print("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.seconds.items()))
-    print(f"results in {out}{os.sep} (summary.json)")
-
-
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from emoca.pipeline.reconstruct import SmoothingOptions, run_reconstruct
 
-    from emoca.assets.locate import Assets
-    from emoca.pipeline.reconstruct import (
-        Reconstructor,
-        SmoothingOptions,
-        load_emotion_head,
-        parse_save,
-        reconstruct_inputs,
-    )
-
-    save = parse_save(args.save)
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be >= 1")
-    device = torch.device(args.device)
-    assets = Assets(args.assets)
-    from emoca.model.emoca_model import Emoca
-
-    model = Emoca.from_pretrained(args.model, assets=assets, device=device)
-    head = load_emotion_head(args.emotion, assets, model.config.name, device=device)
     smoothing = SmoothingOptions(args.min_cutoff, args.beta, args.d_cutoff) \
         if args.smooth else None
-    detector = _detector(args)
-    rec = Reconstructor(model, detector, head, mode=args.mode, batch_size=args.batch_size)
-    try:
-        summary = reconstruct_inputs(args.inputs, args.out, rec, save=save,
-                                     resume=args.resume, texture=args.texture,
-                                     smoothing=smoothing, overlay=args.overlay,
-                                     max_missed=args.max_missed,
-                                     progress=not args.no_progress)
-    finally:
-        detector.close()
-    _print_summary(summary, args.out)
+    summary = run_reconstruct(
+        args.inputs, args.out, model=args.model, assets=args.assets, mode=args.mode,
+        device=args.device, batch_size=args.batch_size, save=args.save,
+        detector=args.detector, faces=args.faces, emotion=args.emotion, texture=args.texture,
+        resume=args.resume, smoothing=smoothing, overlay=args.overlay,
+        max_missed=args.max_missed, progress=not args.no_progress)
+    print_summary(summary, args.out)
     return 0 if summary.ok else 1

@@ -19,7 +19,8 @@ interpolation; skimage is needed only by the tests that check it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -299,21 +300,37 @@ class FaceCrop:
     detection: Detection
 
 
+def _untimed(name: str, items: int = 1) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
 def crops_from_image(image: np.ndarray, detector: FaceDetector, *, name: str | None = None,
                      scale: float = DEFAULT_SCALE, crop_size: int = DEFAULT_CROP_SIZE,
-                     integer_size: bool = True) -> list[FaceCrop]:
+                     integer_size: bool = True,
+                     stage: Callable[[str, int], contextlib.AbstractContextManager[None]]
+                     = _untimed) -> list[FaceCrop]:
     """Detect every face in an (H, W, 3) uint8 RGB image and crop each one DECA's way.
 
-    ``name`` is passed to the detector (file-based backends look faces up by it).
-    Returns faces in the detector's order (left to right for the built-in backends);
-    ``[]`` when there is no face.
+    The one detect -> crop path of the package (photos, video frames, the fit, training
+    data preparation).
+
+    Args:
+        name: passed to the detector (file-based backends look faces up by it).
+        stage: ``stage(name, items)`` context manager timing the "detect" and "crop"
+            steps (e.g. ``StageTimer.stage``).
+    Returns:
+        Faces in the detector's order (left to right for the built-in backends); ``[]``
+        when there is no face.
     """
     image = as_rgb_uint8(image)
-    detections = detector.detect(image, name=name)
+    with stage("detect", 1):
+        detections = detector.detect(image, name=name)
     if not detections:
         return []
-    transforms = [crop_transform_for_detection(d, scale=scale, crop_size=crop_size,
-                                               integer_size=integer_size) for d in detections]
-    crops = warp_crop(image, transforms, size=crop_size)
+    with stage("crop", len(detections)):
+        transforms = [crop_transform_for_detection(d, scale=scale, crop_size=crop_size,
+                                                   integer_size=integer_size)
+                      for d in detections]
+        crops = warp_crop(image, transforms, size=crop_size)
     return [FaceCrop(image=c, transform=t, detection=d)
             for c, t, d in zip(crops, transforms, detections, strict=True)]

@@ -37,10 +37,12 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from emoca.errors import InputError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -48,9 +50,11 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "ImageReadError",
     "InputScan",
+    "as_image_list",
     "iter_inputs",
     "load_image",
     "scan_inputs",
+    "to_uint8_image",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,7 +68,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm"})
 InputKind = Literal["image", "video"]
 
 
-class ImageReadError(Exception):
+class ImageReadError(InputError):
     """An image file could not be read; ``path`` and ``reason`` say which and why."""
 
     def __init__(self, path: str | os.PathLike, reason: str) -> None:
@@ -294,21 +298,83 @@ def iter_inputs(
 
 
 def _expand(p: Path, recursive: bool) -> list[Path]:
-    if p.is_file():
-        return [p]
+    """Files under ``p``. Entries that are not regular files (a FIFO, a dangling link) are
+    kept, so the caller reports them instead of dropping them silently."""
     if not p.is_dir():
-        return []
+        return [p]
     out: list[Path] = []
     if recursive:
         for root, dirs, names in os.walk(p):
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             out.extend(Path(root) / n for n in names if not n.startswith("."))
     else:
-        out.extend(c for c in p.iterdir() if c.is_file() and not c.name.startswith("."))
-    return [f for f in out if f.is_file()]
+        out.extend(c for c in p.iterdir() if not c.is_dir() and not c.name.startswith("."))
+    return out
 
 
 def _natural_key(p: Path) -> list[tuple[int, int | str]]:
     # "img2" < "img10": split digit runs so numbered frame sequences keep their order.
     parts = re.split(r"(\d+)", str(p))
     return [(0, int(s)) if s.isdigit() else (1, s.lower()) for s in parts if s]
+
+
+# ---------------------------------------------------------------------------------------------
+# in-memory images (the Python API)
+
+
+def as_image_list(images: Any) -> list[Any]:
+    """One image or many -> a list: paths, PIL images, numpy arrays, tensors (B, C, H, W)."""
+    if images is None:
+        raise InputError("no images given (got None): pass a path, a PIL image, an "
+                         "(H, W, 3) array or a (C, H, W) tensor, or a list of them")
+    if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image)):
+        return [images]
+    if type(images).__module__.startswith("torch"):
+        return list(images) if images.dim() == 4 else [images]
+    try:
+        return list(images)
+    except TypeError:
+        raise InputError(f"cannot read images from a {type(images).__name__}") from None
+
+
+def to_uint8_image(item: Any, name: str = "<image>") -> np.ndarray:
+    """An in-memory image -> (H, W, 3) uint8 RGB, or a one-line :class:`InputError`.
+
+    Takes PIL images (any mode: 16-bit grey is scaled down, not clipped), numpy
+    (H, W[, C]) uint8 or float in [0, 1], and tensors (C, H, W) likewise. A float image
+    on 0..255, or one that is all NaN, is refused rather than silently clipped to white
+    or black.
+    """
+    if isinstance(item, Image.Image):
+        if item.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            return np.repeat(_high_depth_grey_to_uint8(item)[..., None], 3, axis=2)
+        item = np.asarray(item.convert("RGB"))
+    if type(item).__module__.startswith("torch"):
+        t = item.detach().cpu()
+        if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
+            raise InputError(f"{name}: tensor images must be (C, H, W), got {tuple(t.shape)}")
+        item = t.permute(1, 2, 0).numpy()
+    arr = np.asarray(item)
+    if arr.dtype == object or arr.ndim not in (2, 3):
+        raise InputError(f"{name}: not an image (array of shape {arr.shape}, {arr.dtype})")
+    if arr.dtype != np.uint8:
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+            raise InputError(f"{name}: images must be uint8 or float in [0, 1], got {arr.dtype}")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise InputError(f"{name}: integer images must be uint8, got {arr.dtype} "
+                             "(scale it to 0..255 uint8 or 0..1 float)")
+        finite = np.isfinite(arr)
+        if not finite.any():
+            raise InputError(f"{name}: every pixel is NaN or infinite")
+        hi = float(arr[finite].max())
+        if hi > 1.0 + 1e-3:
+            raise InputError(f"{name}: float image with values up to {hi:g}: floats must be "
+                             "in [0, 1] (divide by 255, or pass uint8)")
+        arr = (np.clip(np.nan_to_num(arr), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] not in (1, 3, 4) or arr.shape[0] < 2 or arr.shape[1] < 2:
+        raise InputError(f"{name}: expected an (H, W, 3) RGB image, got shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])

@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from emoca.errors import InputError
+
 __all__ = [
     "Frame",
     "VideoError",
@@ -53,7 +55,7 @@ def _import_av() -> ModuleType:
     return av
 
 
-class VideoError(Exception):
+class VideoError(InputError):
     """A video could not be opened or written; ``path`` and ``reason`` say which and why."""
 
     def __init__(self, path: str | os.PathLike, reason: str) -> None:

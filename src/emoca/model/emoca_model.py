@@ -46,15 +46,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from emoca.assets.locate import Assets, MissingAssetError
+from emoca.errors import UsageError
 from emoca.face_model.flame import FLAME, FlameAlbedo
+from emoca.geometry import orthographic_project
 from emoca.io.bundle import TensorBundle
+from emoca.model.catalog import DEFAULT_MODEL, MODELS, reconstruction_models
 from emoca.model.checkpoints import (
     EmocaArch,
     build_emoca_networks,
     load_deca_tar,
     load_emoca_folder,
 )
-from emoca.model.fitting import orthographic_project
 from emoca.model.weights import CONFIG_NAME, load_pretrained, materialize, save_pretrained
 from emoca.nets.encoders import FLAME_CODE_SIZES, FlameCodes, decompose_flame_code
 from emoca.nets.resnet import check_image_batch
@@ -75,9 +77,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EMOCA_MODELS: tuple[str, ...] = ("EMOCA", "EMOCA_v2_mp", "EMOCA_v2_lr_mse_20",
-                                 "EMOCA_v2_lr_cos_1.5")
-DEFAULT_MODEL = "EMOCA_v2_lr_mse_20"
+# the catalog is the one source of names; these are kept for callers of the old constants
+EMOCA_MODELS: tuple[str, ...] = tuple(n for n, e in MODELS.items() if e.family == "emoca_folder")
 DECA_NAME = "DECA"
 
 
@@ -361,14 +362,15 @@ class Emoca(nn.Module):
             config, model_cfg, states = _official_folder(path, assets)
         elif path.is_file():
             config, states = _deca_tar(path, assets)
-        elif str(name_or_path) in EMOCA_MODELS:
-            config, model_cfg, states = _official_folder(
-                assets.path(str(name_or_path).lower()), assets)
-        elif str(name_or_path) == DECA_NAME:
-            config, states = _deca_tar(assets.path("deca_model"), assets)
+        elif str(name_or_path) in reconstruction_models():
+            entry = MODELS[str(name_or_path)]
+            if entry.family == "emoca_folder":
+                config, model_cfg, states = _official_folder(assets.path(entry.asset), assets)
+            else:
+                config, states = _deca_tar(assets.path(entry.asset), assets)
         else:
-            raise ValueError(f"unknown model {str(name_or_path)!r}: use one of "
-                             f"{', '.join(EMOCA_MODELS + (DECA_NAME,))}, an official model "
+            raise UsageError(f"unknown model {str(name_or_path)!r}: use one of "
+                             f"{', '.join(reconstruction_models())}, an official model "
                              "folder, a deca_model.tar or a folder saved by save_pretrained")
         if use_texture is not None:
             config = dataclasses.replace(config, use_texture=use_texture)

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from emoca.assets.locate import Assets
 from emoca.io.bundle import TensorBundle
+from emoca.model.catalog import MODELS
 from emoca.model.checkpoints import (
     emodeca_input_dim,
     load_emodeca,
@@ -111,7 +112,7 @@ class EmotionRecognizer(nn.Module):
         """
         if folder is None:
             assets = assets if isinstance(assets, Assets) else Assets(assets)
-            folder = assets.path("emotion_net")
+            folder = assets.path(MODELS["emotion_resnet50"].asset)
         cfg, state = load_emotion_net(folder)
         n_expr = int(cfg.get("data", {}).get("n_expression", 9))
         with torch.device("meta"):

@@ -10,7 +10,8 @@ sparsity prior on expression. A sequence of crops (video) shares one identity an
 together by a temporal smoothness term.
 
 Conventions: crops are (B,3,S,S) RGB in [0,1]; landmarks are (B,68,2) in crop pixels with
-DECA's convention ``pixel = (ndc + 1) * S / 2``; the camera is DECA's ``[s, tx, ty]``.
+centres at integers (:mod:`emoca.geometry`: ``pixel = (ndc + 1) * S / 2 - 0.5``); the
+camera is DECA's ``[s, tx, ty]``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from emoca.geometry import ndc_to_pixels, orthographic_project, pixels_to_ndc
 from emoca.io.bundle import TensorBundle
 from emoca.losses.emotion import emotion_consistency
 from emoca.losses.landmarks import eye_closure_loss, lip_closure_loss, mouth_corner_loss
@@ -37,16 +39,6 @@ from emoca.render.shading import add_sh_light
 __all__ = ["FitConfig", "FitResult", "Fitter", "orthographic_project"]
 
 log = logging.getLogger(__name__)
-
-
-def orthographic_project(points: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
-    """DECA's camera: (B,N,3) model points -> image space (x right, y down, [-1,1]).
-
-    ``x' = s (x + tx)``, ``y' = -s (y + ty)``, ``z' = -s z`` with ``cam = [s, tx, ty]`` (B,3).
-    """
-    s, t = cam[:, None, :1], cam[:, None, 1:]
-    xy = s * (points[..., :2] + t)
-    return torch.cat([xy[..., :1], -xy[..., 1:2], -s * points[..., 2:]], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -99,7 +91,7 @@ class FitResult(TensorBundle):
         light: (B,9,3) SH coefficients.
         albedo: (B,3) RGB skin albedo (constant per face).
         vertices: (B,V,3) posed vertices, model units.
-        landmarks2d: (B,68,2) projected landmarks in crop pixels.
+        landmarks2d: (B,68,2) projected landmarks in crop pixels (centres at integers).
         render: (B,3,S,S) lit render composited over the crop.
         alpha: (B,1,S,S) render coverage.
         landmark_error: (B,) mean landmark distance / inter-ocular distance.
@@ -392,7 +384,7 @@ class Fitter:
         cfg, ad = self.cfg, self.adapter
         dev = crops.device
         b, _, size, _ = crops.shape
-        target = landmarks.to(crops.dtype) / (size / 2) - 1  # DECA: pixel = (ndc + 1) S / 2
+        target = pixels_to_ndc(landmarks.to(crops.dtype), size)  # centres at integers
         small = F.interpolate(crops, size=(cfg.render_size,) * 2, mode="bilinear",
                               antialias=True, align_corners=False)
         init = ad.init(b, dev)
@@ -507,5 +499,5 @@ class Fitter:
         return FitResult(
             params={k: v.detach().clone() for k, v in params.items()}, cam=cam.detach(),
             light=light.detach(), albedo=albedo.detach(), vertices=verts,
-            landmarks2d=(lmk + 1) * size / 2, render=images, alpha=alpha,
+            landmarks2d=ndc_to_pixels(lmk, size), render=images, alpha=alpha,
             landmark_error=err, emotion_feature_distance=emo, losses=losses)

@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-__all__ = ["OneEuroFilter", "smooth_rotations", "smooth_sequence"]
+__all__ = ["OneEuroFilter", "SmoothingOptions", "smooth_codes", "smooth_rotations",
+           "smooth_sequence"]
 
 ArrayT = TypeVar("ArrayT")
 
@@ -233,3 +235,42 @@ def smooth_rotations(
     import torch
 
     return torch.as_tensor(out, dtype=aa.dtype, device=aa.device)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class SmoothingOptions:
+    """One Euro filter settings for per-track codes (see :mod:`emoca.pipeline.smoothing`).
+
+    Attributes:
+        min_cutoff: Hz at zero speed (lower: smoother when still).
+        beta: cutoff increase per unit/s of speed (higher: less lag in fast motion).
+        d_cutoff: Hz of the speed estimate.
+    """
+
+    min_cutoff: float = 1.0
+    beta: float = 0.5
+    d_cutoff: float = 1.0
+
+
+# codes smoothed as vectors; rotations go through quaternions
+_SMOOTH_VECTORS = ("shape", "exp", "tex", "cam", "light", "detail")
+
+
+# codes smoothed as vectors; rotations go through quaternions
+_SMOOTH_VECTORS = ("shape", "exp", "tex", "cam", "light", "detail")
+
+
+def smooth_codes(codes: dict[str, np.ndarray], times: np.ndarray,
+                 options: SmoothingOptions) -> dict[str, np.ndarray]:
+    """One Euro filter over time (axis 0) of each code; poses filtered as rotations."""
+    kw = {"min_cutoff": options.min_cutoff, "beta": options.beta,
+          "d_cutoff": options.d_cutoff}
+    out = dict(codes)
+    for name in _SMOOTH_VECTORS:
+        if name in codes:
+            out[name] = smooth_sequence(codes[name], times, **kw)
+    if "pose" in codes:
+        pose = codes["pose"]
+        out["pose"] = np.concatenate([smooth_rotations(pose[:, :3], times, **kw),
+                                      smooth_rotations(pose[:, 3:], times, **kw)], axis=1)
+    return out

@@ -3,8 +3,9 @@
 A configuration is a nested dict with the sections ``data``, ``model``, ``loss``,
 ``optimizer`` and ``trainer`` (plus ``stage`` and ``out_dir``). :func:`default_config`
 returns the official settings of each stage (EMOCA paper and the released ``cfg.yaml``
-files); the YAML files in the repository's ``configs/`` folder hold the same values with
-comments, and a user's file only needs the keys it changes: :func:`load_config` merges it
+files); the YAML files in ``emoca/train/configs/`` (shipped with the package, printed by
+``emoca train STAGE --print-config``) hold the same values with comments, and a user's
+file only needs the keys it changes: :func:`load_config` merges it
 over the defaults, then applies command-line overrides such as ``optimizer.lr=1e-5``.
 Unknown keys are an error (a typo must not silently train with a default).
 
@@ -38,6 +39,7 @@ from typing import Any
 
 __all__ = [
     "STAGES",
+    "packaged_config",
     "ConfigError",
     "apply_overrides",
     "default_config",
@@ -204,6 +206,13 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
             nested = {part: nested}
         out = merge_config(out, nested)
     return out
+
+
+def packaged_config(stage: str) -> Path:
+    """The commented YAML of ``stage``'s official settings shipped with the package."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}: choose from {', '.join(STAGES)}")
+    return Path(__file__).resolve().parent / "configs" / f"{stage}.yaml"
 
 
 def load_config(stage: str, path: str | os.PathLike | None = None,

@@ -1,0 +1,37 @@
+"""Small pieces every command shares: option types and the summary printout."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+__all__ = ["positive_int", "print_summary"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--batch-size 0`` or ``--steps -1`` are refused)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def print_summary(summary: Any, out: str | os.PathLike) -> None:
+    """What a :class:`~emoca.pipeline.bookkeeping.RunSummary` says, one line per item."""
+    print(f"faces written: {len(summary.written)}  skipped (done before): "
+          f"{len(summary.skipped)}  inputs without a face: {len(summary.no_face)}  "
+          f"failed: {len(summary.failed)}")
+    for path in summary.no_face:
+        print(f"  no face: {path}")
+    for path, problems in summary.problems.items():
+        for problem in problems:
+            print(f"  problem: {path}: {problem}")
+    for path, why in summary.failed.items():
+        print(f"  FAILED: {path}: {why}")
+    if summary.seconds:
+        print("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in summary.seconds.items()))
+    print(f"results in {out}{os.sep} (summary.json)")

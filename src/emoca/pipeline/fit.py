@@ -1,0 +1,65 @@
+"""``emoca fit`` as a library call: face model + FER net + fitter + the batch runner."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from emoca.pipeline.bookkeeping import RunSummary
+
+__all__ = ["build_face_model", "find_ict_dir", "fit_inputs"]
+
+
+def find_ict_dir(explicit: str | os.PathLike | None = None, assets: Any = None) -> Path:
+    """The ICT-FaceKit folder: ``explicit``, else ``<assets>/ICT-FaceKit``, else the copy
+    shipped inside the package (:func:`emoca.assets.ict_facekit.ict_model_dir`)."""
+    from emoca.assets.ict_facekit import ict_model_dir
+
+    return ict_model_dir(explicit, assets)
+
+
+def build_face_model(kind: str, *, assets: Any = None, ict_dir: str | os.PathLike | None = None,
+                     device: Any = "cpu") -> Any:
+    """``"ict"`` (the open ICT-FaceKit model) or ``"flame"`` (needs the FLAME files)."""
+    from emoca.face_model.registry import load_face_model
+
+    return load_face_model(kind, assets=assets, ict_dir=find_ict_dir(ict_dir, assets)
+                           if kind == "ict" else None).to(device)
+
+
+def fit_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+               face_model: str = "ict", assets: Any = None,
+               ict_dir: str | os.PathLike | None = None, device: Any = "cpu",
+               emotion: bool = True, steps: int | None = None, detector: Any = "mediapipe",
+               batch_size: int = 8, chunk: int = 32, resume: bool = True,
+               progress: bool = True) -> RunSummary:
+    """Fit every face of every input (photos, folders, globs, videos); see
+    :mod:`emoca.pipeline.fit_files` for what is written."""
+    from emoca.detect import create_detector
+    from emoca.device import resolve_device
+    from emoca.model.fitting import FitConfig, Fitter
+    from emoca.pipeline.fit_processor import FitProcessor
+    from emoca.pipeline.runner import Runner, prepare_output_root
+
+    prepare_output_root(out_dir)  # an unusable output folder fails before models load
+    device = resolve_device(device)
+    model = build_face_model(face_model, assets=assets, ict_dir=ict_dir, device=device)
+    fer = None
+    if emotion:
+        from emoca.nets.fer_xception import FerXception
+
+        fer = FerXception.from_hdf5().to(device)
+    cfg = FitConfig() if emotion else FitConfig(w_emotion=0.0)
+    if steps is not None:
+        cfg = cfg.replace(steps_landmarks=steps)
+    fitter = Fitter(model, fer, cfg)
+    fitter.renderer.to(device)
+    det = create_detector(detector) if isinstance(detector, str) else detector
+    proc = FitProcessor(fitter, det, fer, chunk=chunk, batch_size=batch_size)
+    try:
+        return Runner(proc, resume=resume, progress=progress).run(inputs, out_dir)
+    finally:
+        if isinstance(detector, str):
+            det.close()

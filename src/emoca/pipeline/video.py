@@ -1,0 +1,188 @@
+"""One video loop for every processor: stream, detect, track, crop; write; overlay.
+
+Pass 1 decodes the video frame by frame, detects and crops every face, assigns stable
+track ids (:class:`~emoca.pipeline.tracking.FaceTracker`, ids survive faces crossing) and
+hands each tracked crop to the processor, which batches as it likes (EMOCA: across tracks;
+the fit: per track, in chunks sharing one identity). Then each track's arrays are written
+to ``dest/track_T/``. Pass 2 (``overlay=True``) decodes the video again and lets the
+processor draw its faces into the frames, in batches; the input's audio is copied.
+
+Memory stays bounded by the batch and the per-frame arrays (a few KB per face and frame).
+Undecodable frames are skipped and listed; a detector failure on a frame ends only that
+frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from emoca.pipeline.bookkeeping import remove_stale_temp_files
+from emoca.pipeline.processor import FaceJob, FaceProcessor, TrackArrays
+from emoca.pipeline.tracking import FaceTracker
+
+__all__ = ["VideoOptions", "process_video"]
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How videos are processed.
+
+    Attributes:
+        max_missed: frames a face may go undetected before its track ends.
+        overlay: write ``overlay.mp4`` (input | drawn faces, or drawn over the input).
+        overlay_style: ``"beside"`` or ``"over"``.
+    """
+
+    max_missed: int = 5
+    overlay: bool = True
+    overlay_style: str = "beside"
+
+    def __post_init__(self) -> None:
+        if self.overlay_style not in ("beside", "over"):
+            raise ValueError(f"overlay style must be 'beside' or 'over', "
+                             f"got {self.overlay_style!r}")
+        if self.max_missed < 0:
+            raise ValueError(f"max_missed must be >= 0, got {self.max_missed}")
+
+
+def _track_faces(path: Path, proc: FaceProcessor, options: VideoOptions, progress: bool,
+                 problems: list[str]) -> tuple[Any, Any, int]:
+    """Pass 1: feed every tracked crop to the processor; returns (state, reader, frames)."""
+    from emoca.io.video import VideoReader
+
+    reader = VideoReader(path)
+    tracker = FaceTracker(max_missed=options.max_missed)
+    state = proc.start_video()
+    timer = proc.timer
+    failed: list[int] = []
+    n_frames = 0
+    frames = iter(reader)
+    bar = tqdm(desc=f"video {path.name}", unit="frame", total=reader.frame_count or None,
+               disable=not progress)
+    with contextlib.closing(bar):
+        while True:
+            with timer.stage("read"):
+                frame = next(frames, None)
+            if frame is None:
+                break
+            bar.update(1)
+            n_frames += 1
+            try:
+                # file-based detectors look frames up as "<video name>#<frame index>"
+                crops = proc.detect(frame.image, name=f"{path.name}#{frame.index}")
+            except Exception as e:  # noqa: BLE001 - one bad frame must not end the video
+                failed.append(frame.index)
+                if len(failed) <= 3:
+                    problems.append(f"frame {frame.index}: face detection failed: {e}")
+                crops = []
+            if not crops:
+                tracker.update(np.zeros((0, 4)))
+                continue
+            lmk = [c.detection.landmarks68() for c in crops]
+            ids = tracker.update(np.stack([c.detection.box for c in crops]),
+                                 np.stack(lmk) if all(x is not None for x in lmk) else None)
+            for tid, k in ids:
+                proc.add_face(state, FaceJob(crops[k], str(path), k, frame=frame.index,
+                                             time=frame.time, track_id=tid))
+    if len(failed) > 3:
+        problems.append(f"face detection failed on {len(failed)} frames in all "
+                        f"(frames {failed[0]}..{failed[-1]})")
+    return state, reader, n_frames
+
+
+def _write_overlay(path: Path, target: Path, proc: FaceProcessor,
+                   tracks: dict[int, TrackArrays], style: str, progress: bool,
+                   problems: list[str]) -> bool:
+    """Pass 2: stream the video again, draw every tracked face, keep the audio."""
+    from emoca.io.video import VideoError, VideoReader, VideoWriter
+
+    by_frame: dict[int, list[tuple[TrackArrays, int]]] = {}
+    for arr in tracks.values():
+        for i, fr in enumerate(arr["frame"].tolist()):
+            by_frame.setdefault(int(fr), []).append((arr, i))
+    reader = VideoReader(path)
+    w, h = reader.size
+    size = (2 * w, h) if style == "beside" else (w, h)
+    last = {"index": -1, "image": None}
+
+    def emit(writer: VideoWriter, index: int, img: np.ndarray) -> None:
+        # repeat the previous picture for undecodable frames so sound and picture stay in step
+        filler = last["image"] if last["image"] is not None else img
+        for _ in range(max(index - last["index"] - 1, 0)):
+            writer.write(filler)
+        writer.write(img)
+        last["index"], last["image"] = index, img
+
+    buffer: list[tuple[int, np.ndarray, list[tuple[TrackArrays, int]]]] = []
+
+    def flush(writer: VideoWriter) -> None:
+        with proc.timer.stage("render", sum(len(b[2]) for b in buffer)):
+            drawn = proc.draw_frames([(img, items) for _, img, items in buffer])
+        for (index, img, _), comp in zip(buffer, drawn, strict=True):
+            out = np.concatenate([img, comp], axis=1) if style == "beside" else comp
+            emit(writer, index, np.ascontiguousarray(out))
+        buffer.clear()
+
+    try:
+        with VideoWriter(target, reader.rate, size,
+                         audio_from=path if reader.has_audio else None) as writer:
+            for frame in tqdm(reader, desc="overlay", unit="frame", disable=not progress,
+                              total=reader.frame_count or None):
+                buffer.append((frame.index, frame.image, by_frame.get(frame.index, [])))
+                if len(buffer) >= proc.batch_size or \
+                        sum(len(b[2]) for b in buffer) >= proc.batch_size:
+                    flush(writer)
+            flush(writer)
+    except VideoError as e:
+        if target.exists() and "without audio" in str(e):
+            problems.append(str(e))
+            return True
+        raise
+    return True
+
+
+def process_video(path: str | Path, dest: str | Path, proc: FaceProcessor,
+                  options: VideoOptions = VideoOptions(), progress: bool = True
+                  ) -> dict[str, Any]:
+    """Every tracked face of a video through ``proc``; files under ``dest``.
+
+    Returns:
+        The ``video.json`` record plus ``files`` (names relative to ``dest``) and
+        ``track_dirs``.
+    """
+    from emoca.pipeline.bookkeeping import write_json
+
+    path, dest = Path(path), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(dest)
+    for track_dir in dest.glob("track_*"):
+        remove_stale_temp_files(track_dir)
+    problems: list[str] = []
+    state, reader, n_frames = _track_faces(path, proc, options, progress, problems)
+    tracks = proc.finish_video(state)
+    problems = list(reader.problems) + problems
+    files: list[str] = []
+    for tid, arr in sorted(tracks.items()):
+        with proc.timer.stage("export", len(arr["frame"])):
+            files += [f"track_{tid}/{f}" for f in proc.write_track(dest / f"track_{tid}", arr)]
+    if options.overlay and tracks:
+        if _write_overlay(path, dest / "overlay.mp4", proc, tracks, options.overlay_style,
+                          progress, problems):
+            files.append("overlay.mp4")
+    record = {
+        "video": str(path), "fps": float(reader.fps), "size": list(reader.size),
+        "frames_read": n_frames,
+        "tracks": {str(tid): int(len(a["frame"])) for tid, a in sorted(tracks.items())},
+        "skipped_frames": list(reader.skipped_frames), "problems": problems,
+        "settings": proc.settings(),
+    }
+    write_json(dest / "video.json", record)
+    files.append("video.json")
+    return {**record, "files": files,
+            "track_dirs": [str(dest / f"track_{t}") for t in sorted(tracks)]}
