@@ -433,21 +433,11 @@ class Emoca(nn.Module):
 
     def _detail_normals(self, uv_z: torch.Tensor, verts: torch.Tensor,
                         normals: torch.Tensor) -> torch.Tensor:
-        """Normals of the displaced surface in UV space (``displacement2normal``)."""
-        if self.config.detail_normals == "deca":
-            return self.renderer.displacement_to_detail(
-                uv_z, verts, normals, self.uv_face_eye_mask, self.fixed_uv_dis
-            ).uv_detail_normals
-        # EMOCA: the same displaced grid, but no coarse normals pasted back outside the mask
-        size = self.config.uv_size
-        uv_verts = self.renderer.world2uv(verts).detach()
-        uv_normals = self.renderer.world2uv(normals).detach()
-        offset = uv_z * self.uv_face_eye_mask + self.fixed_uv_dis
-        displaced = uv_verts + offset * uv_normals
-        b = uv_z.shape[0]
-        dense = displaced.permute(0, 2, 3, 1).reshape(b, -1, 3)
-        out = vertex_normals(dense, self.renderer.dense_faces)
-        return out.reshape(b, size, size, 3).permute(0, 3, 1, 2)
+        """Normals of the displaced surface in UV space (``displacement2normal``); EMOCA's
+        variant pastes no coarse normals back outside the face/eye mask, DECA's does."""
+        return self.renderer.displacement_to_detail(
+            uv_z, verts, normals, self.uv_face_eye_mask, self.fixed_uv_dis,
+            coarse_outside_mask=self.config.detail_normals == "deca").uv_detail_normals
 
     def decode(self, codes: EmocaCodes, render: bool = True, detail: bool = True,
                dense: bool = False) -> EmocaOutput:

@@ -101,8 +101,8 @@ class DetailMaps(RenderBundle):
     """UV-space detail geometry (DECA's ``displacement2normal``).
 
     Attributes:
-        uv_detail_normals: (B, 3, S, S) normals of the displaced surface inside the mask,
-            coarse normals outside.
+        uv_detail_normals: (B, 3, S, S) normals of the displaced surface (DECA: coarse
+            normals outside the mask; EMOCA: everywhere).
         uv_detail_vertices: (B, 3, S, S) displaced positions per texel.
         uv_coarse_vertices: (B, 3, S, S) coarse positions per texel (no gradient).
         uv_coarse_normals: (B, 3, S, S) coarse normals per texel (no gradient).
@@ -384,12 +384,22 @@ class Renderer(nn.Module):
         coarse_normals: torch.Tensor,
         uv_face_eye_mask: torch.Tensor,
         fixed_uv_dis: torch.Tensor,
+        coarse_outside_mask: bool = True,
     ) -> DetailMaps:
-        """Displacement map -> detail normals (DECA's ``displacement2normal``).
+        """Displacement map -> detail normals (``displacement2normal``).
 
-        Per texel: ``p = p_coarse + (uv_z * mask + fixed) * n_coarse``; normals of the grid
-        mesh of ``p`` (``dense_faces``) inside the mask, coarse normals outside. Coarse
-        positions/normals are UV-interpolated (not renormalised) and carry no gradient.
+        Per texel: ``p = p_coarse + (uv_z * mask) * n_coarse + fixed * n_coarse`` (the
+        official order of operations); then the vertex normals of the grid mesh of ``p``
+        (``dense_faces``). Coarse positions/normals are UV-interpolated (not renormalised)
+        and carry no gradient.
+
+        The two official codes differ in one line: DECA (``decalib/deca.py``) pastes the
+        coarse normals back outside the mask (``coarse_outside_mask=True``, the default
+        here); EMOCA (``gdl/models/DECA.py``, which the released EMOCA models run) has that
+        line commented out and returns the grid normals everywhere
+        (``coarse_outside_mask=False``). On the look-alike FLAME the two differ by ~2e-2
+        mean abs over the map, nearly all outside the mask (UV seams and island borders,
+        where texels no face covers sit at the origin and bend the grid normals).
 
         Args:
             uv_z: (B, 1, S, S) displacement along the normal.
@@ -397,6 +407,7 @@ class Renderer(nn.Module):
             coarse_normals: (B, V, 3) their vertex normals.
             uv_face_eye_mask: (S, S), (1, 1, S, S) or (B, 1, S, S) in [0, 1].
             fixed_uv_dis: (S, S) fixed displacement (DECA's ``fixed_displacement_256``).
+            coarse_outside_mask: DECA's blend (True) or EMOCA's grid normals everywhere.
         Returns:
             :class:`DetailMaps`.
         """
@@ -408,13 +419,16 @@ class Renderer(nn.Module):
         uv_coarse_vertices = self.world2uv(coarse_verts).detach()
         uv_coarse_normals = self.world2uv(coarse_normals).detach()
 
-        offset = uv_z * mask * uv_coarse_normals + fixed * uv_coarse_normals
-        uv_detail_vertices = uv_coarse_vertices + offset
+        # same association as the official code, so float32 rounding matches it too
+        uv_detail_vertices = (
+            uv_coarse_vertices + (uv_z * mask) * uv_coarse_normals + fixed * uv_coarse_normals
+        )
         batch = uv_z.shape[0]
         dense = uv_detail_vertices.permute(0, 2, 3, 1).reshape(batch, -1, 3)
         normals = vertex_normals(dense, self.dense_faces)
-        normals = normals.reshape(batch, size, size, 3).permute(0, 3, 1, 2)
-        uv_detail_normals = normals * mask + uv_coarse_normals * (1 - mask)
+        uv_detail_normals = normals.reshape(batch, size, size, 3).permute(0, 3, 1, 2)
+        if coarse_outside_mask:
+            uv_detail_normals = uv_detail_normals * mask + uv_coarse_normals * (1 - mask)
         return DetailMaps(
             uv_detail_normals=uv_detail_normals,
             uv_detail_vertices=uv_detail_vertices,
