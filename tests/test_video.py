@@ -12,14 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from emoca.io.video import (
-    Frame,
-    VideoError,
-    VideoReader,
-    VideoWriter,
-    available_video_encoders,
-    mux_audio_from,
-)
+from emoca.io.video import Frame, VideoError, VideoReader, available_video_encoders
+from emoca.io.video_write import VideoWriter, mux_audio_from
 
 FPS = 10
 N = 20

@@ -100,7 +100,8 @@ def _write_overlay(path: Path, target: Path, proc: FaceProcessor,
                    tracks: dict[int, TrackArrays], style: str, progress: bool,
                    problems: list[str]) -> bool:
     """Pass 2: stream the video again, draw every tracked face, keep the audio."""
-    from emoca.io.video import VideoError, VideoReader, VideoWriter
+    from emoca.io.video import VideoError, VideoReader
+    from emoca.io.video_write import VideoWriter
 
     by_frame: dict[int, list[tuple[TrackArrays, int]]] = {}
     for arr in tracks.values():
