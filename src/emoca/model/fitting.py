@@ -156,7 +156,7 @@ class _Adapter:
             if fast is not None:
                 return fast(**self.model_params(free))
             return self.model(**self.model_params(free)).landmarks68
-        from emoca.face_model.ict import axis_angle_to_matrix
+        from emoca.geometry import axis_angle_to_matrix
 
         neutral, id_b, exp_b = self._lmk_basis
         ident = free["identity"]
