@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -18,7 +18,8 @@ from emoca.model.emotion import (
     ParameterEmotionRecognizer,
 )
 
-__all__ = ["EmotionHead", "FaceEmotion", "load_emotion_head", "predict_emotion"]
+__all__ = ["CodesEmotionHead", "EmotionHead", "FaceEmotion", "ImageEmotionHead",
+           "load_emotion_head", "predict_emotion"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,52 @@ class FaceEmotion:
                 "head": self.source}
 
 
-EmotionHead = ParameterEmotionRecognizer | EmotionRecognizer
+class EmotionHead(Protocol):
+    """Reads emotion for a batch of faces from their codes and/or crops."""
+
+    source: str  # written with each result: "image" or "codes:<folder>"
+
+    def missing_inputs(self, codes: EmocaCodes) -> list[str]:
+        """Names of the codes this head needs that ``codes`` lacks (empty: it can run)."""
+        ...
+
+    def read(self, codes: EmocaCodes, crops: torch.Tensor) -> Any:
+        """Batched prediction with ``probs`` (B, K), ``valence`` (B,), ``arousal`` (B,)."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class ImageEmotionHead:
+    """EMOCA's image-based ResNet-50 on the crops."""
+
+    net: EmotionRecognizer
+    source: str = "image"
+
+    def __post_init__(self) -> None:
+        self.net.eval()
+
+    def missing_inputs(self, codes: EmocaCodes) -> list[str]:
+        return []
+
+    def read(self, codes: EmocaCodes, crops: torch.Tensor) -> Any:
+        return self.net.predict(crops)
+
+
+@dataclass(frozen=True, eq=False)
+class CodesEmotionHead:
+    """An EmoDECA MLP on the reconstruction's codes."""
+
+    mlp: ParameterEmotionRecognizer
+    source: str = "codes"
+
+    def __post_init__(self) -> None:
+        self.mlp.eval()
+
+    def missing_inputs(self, codes: EmocaCodes) -> list[str]:
+        return [k for k in self.mlp.inputs if getattr(codes, k) is None]
+
+    def read(self, codes: EmocaCodes, crops: torch.Tensor) -> Any:
+        return self.mlp.predict(codes)
 
 
 def _emodeca_folders(root: Path) -> list[Path]:
@@ -83,7 +129,7 @@ def load_emotion_head(spec: str | os.PathLike | None, assets: Any, model_name: s
         return None
     assets = assets if isinstance(assets, Assets) else Assets(assets)
     if str(spec).lower() == "image":
-        return EmotionRecognizer.from_pretrained(assets=assets, device=device)
+        return ImageEmotionHead(EmotionRecognizer.from_pretrained(assets=assets, device=device))
     if str(spec).lower() == "auto":
         folders = _emodeca_folders(assets.root)
         if not folders:
@@ -97,9 +143,8 @@ def load_emotion_head(spec: str | os.PathLike | None, assets: Any, model_name: s
                         "approximation", folder.name, model_name)
     else:
         folder = Path(spec)
-    head = ParameterEmotionRecognizer.from_folder(folder, device=device)
-    head.source = f"codes:{folder.name}"  # type: ignore[attr-defined]
-    return head
+    return CodesEmotionHead(ParameterEmotionRecognizer.from_folder(folder, device=device),
+                            source=f"codes:{folder.name}")
 
 
 def predict_emotion(head: EmotionHead | None, codes: EmocaCodes, crops: torch.Tensor
@@ -107,13 +152,10 @@ def predict_emotion(head: EmotionHead | None, codes: EmocaCodes, crops: torch.Te
     n = codes.batch_size
     if head is None:
         return [None] * n
-    if isinstance(head, EmotionRecognizer):
-        pred, source = head.predict(crops), "image"
-    else:
-        missing = [k for k in head.inputs if getattr(codes, k) is None]
-        if missing:
-            log.warning("emotion head needs %s (run in detail mode): no emotion", missing)
-            return [None] * n
-        pred, source = head.predict(codes), getattr(head, "source", "codes")
+    missing = head.missing_inputs(codes)
+    if missing:
+        log.warning("emotion head needs %s (run in detail mode): no emotion", missing)
+        return [None] * n
+    pred = head.read(codes, crops)
     return [FaceEmotion(probs=pred.probs[i].detach().cpu(), valence=float(pred.valence[i]),
-                        arousal=float(pred.arousal[i]), source=source) for i in range(n)]
+                        arousal=float(pred.arousal[i]), source=head.source) for i in range(n)]

@@ -116,7 +116,7 @@ class Reconstructor:
         self._detector_spec = detector
         self._detector: FaceDetector | None = detector if isinstance(detector,
                                                                      FaceDetector) else None
-        self.emotion = emotion.eval() if emotion is not None else None
+        self.emotion = emotion
         self.mode = mode
         self.batch_size = int(batch_size)
         self.timer = timer or StageTimer()
