@@ -13,7 +13,10 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="image or video files, folders or globs")
     p.add_argument("-o", "--out", required=True, help="output folder")
-    p.add_argument("--face-model", choices=["ict", "flame"], default="ict")
+    from emoca.face_model.registry import FACE_MODELS  # a plain table: no torch import
+
+    p.add_argument("--face-model", choices=list(FACE_MODELS), default="ict",
+                   help="; ".join(f"{k}: {e.description}" for k, e in FACE_MODELS.items()))
     p.add_argument("--assets", help="assets folder (FLAME files; ICT-FaceKit/ inside it)")
     p.add_argument("--ict-dir", help="ICT-FaceKit folder (npz or the repository's FaceXModel)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, mps)")
