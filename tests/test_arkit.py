@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -11,16 +10,12 @@ from emoca.face_model.arkit import (
     ict_to_arkit,
 )
 
-ICT_JSON = Path(__file__).resolve().parents[1].parent / "shared/ict-facekit/vertex_indices.json"
-
 
 def _ict_names():
-    if ICT_JSON.exists():
-        return json.loads(ICT_JSON.read_text())["expressions"]
-    # the 53 names of ICT-FaceKit's vertex_indices.json, rebuilt for a machine without it
-    return [n.replace("Left", "_L").replace("Right", "_R") for n in ARKIT_NAMES
-            if n != "tongueOut"] + ["browInnerUp_L", "browInnerUp_R", "cheekPuff_L",
-                                    "cheekPuff_R"]
+    """The 53 expression names of ICT-FaceKit's vertex_indices.json (the packaged copy)."""
+    from emoca.assets.ict_facekit import packaged_ict_dir
+
+    return json.loads((packaged_ict_dir() / "vertex_indices.json").read_text())["expressions"]
 
 
 def test_names_are_apples_52():
