@@ -33,6 +33,7 @@ import functools
 import io
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -450,8 +451,7 @@ def load_torch(path: str | os.PathLike, *, map_location: Any = "cpu",
         try:
             return torch.load(source, map_location=map_location, weights_only=True)
         except Exception as e:  # torch raises UnpicklingError / RuntimeError variants
-            raise UnsafePickleError(f"{source}: refused or unreadable legacy torch file: {e}") \
-                from e
+            raise UnsafePickleError(f"{source}: {_legacy_refusal(e)}") from None
 
     with zipfile.ZipFile(source) as zf:
         names = zf.namelist()
@@ -482,6 +482,20 @@ def load_torch(path: str | os.PathLike, *, map_location: Any = "cpu",
     if map_location not in (None, "cpu"):
         obj = _map_tensors(obj, lambda t: t.to(map_location))
     return obj
+
+
+def _legacy_refusal(e: BaseException) -> str:
+    """One line for torch's refusal of a legacy file, without its advice to switch the
+    guard off (``weights_only=False`` / ``add_safe_globals``) or its terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"refused global {found.group(1)!r} in a legacy torch file (the file may be "
+                "tampered with or not what it claims)")
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    if "weights_only" in first or "Weights only load failed" in first:
+        first = "its contents are not plain tensors and containers"
+    return f"refused or unreadable legacy torch file: {first}"
 
 
 def _map_tensors(obj: Any, fn: Callable[[Any], Any]) -> Any:

@@ -26,15 +26,12 @@ _PATH_KEYS = ("pretrained_modelpath", "displacement_mask")
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read an official ``cfg.yaml`` (OmegaConf-saved YAML) into plain dicts/lists."""
-    try:
-        import yaml
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("reading official cfg.yaml files needs PyYAML: "
-                          "pip install 'emoca[export]'") from e
+    from emoca.io.yaml_file import read_yaml
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
-    cfg = yaml.safe_load(path.read_text())
+    cfg = read_yaml(path)
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path}: expected a mapping at the top level")
     return cfg

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from emoca.errors import InputError
+
 __all__ = [
     "CheckpointError",
     "CheckpointKeyError",
@@ -49,7 +51,7 @@ OPTIONAL_SUFFIXES: tuple[str, ...] = ("num_batches_tracked",)
 _MAX_LISTED = 12
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
@@ -283,12 +285,22 @@ def load_pretrained(
     for name in (CONFIG_NAME, SAFETENSORS_NAME):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory / name}: not found (not a saved emoca model)")
-    payload = json.loads((directory / CONFIG_NAME).read_text())
-    if payload.get("format_version") != FORMAT_VERSION:
+    try:
+        payload = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: not valid JSON ({e})") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        version = payload.get("format_version") if isinstance(payload, dict) else None
         raise CheckpointError(f"{directory / CONFIG_NAME}: unsupported format version "
-                              f"{payload.get('format_version')!r}")
-    tensors = load_file(str(directory / SAFETENSORS_NAME),
-                        device=str(torch.device(device) if device is not None else "cpu"))
+                              f"{version!r}")
+    try:
+        tensors = load_file(str(directory / SAFETENSORS_NAME),
+                            device=str(torch.device(device) if device is not None else "cpu"))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise CheckpointError(f"{directory / SAFETENSORS_NAME}: not a readable safetensors "
+                              f"file ({e})") from None
     listed = list(payload["modules"])
     modules: dict[str, dict[str, torch.Tensor]] = {name: {} for name in listed}
     stray = []

@@ -223,10 +223,9 @@ def load_config(stage: str, path: str | os.PathLike | None = None,
     """
     cfg = default_config(stage)
     if path is not None:
-        import yaml
+        from emoca.io.yaml_file import read_yaml
 
-        text = Path(path).read_text(encoding="utf-8")
-        loaded = yaml.safe_load(text) or {}
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         if loaded.get("stage", stage) != stage:
