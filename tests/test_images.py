@@ -274,3 +274,28 @@ def test_iter_inputs_missing_paths_and_empty_globs(tmp_path: Path) -> None:
     scan = scan_inputs([tmp_path / "a.png", str(tmp_path / "*.mov")])
     assert scan.items == [("image", tmp_path / "a.png")]
     assert scan.missing == [str(tmp_path / "*.mov")]
+
+
+# ---------------------------------------------------------------------------------------------
+# in-memory images (the API): converted exactly or refused with a message, never 0 faces
+
+
+def test_in_memory_images_are_converted_or_refused() -> None:
+    from emoca.errors import InputError
+    from emoca.io.images import as_image_list, to_uint8_image
+
+    grey16 = np.arange(0, 65536, 16, dtype=np.uint16).reshape(64, 64)
+    img = Image.fromarray(grey16)  # mode I;16
+    assert img.mode.startswith("I;16")
+    out = to_uint8_image(img)
+    # 16-bit -> 8-bit is value / 257 rounded, the inverse of PNG's 8 -> 16 bit x257
+    np.testing.assert_array_equal(out[..., 0], np.rint(grey16 / 257.0).astype(np.uint8))
+    assert out.shape == (64, 64, 3) and out[..., 0].max() == 255
+    unit = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(to_uint8_image(unit), (unit * 255 + 0.5).astype(np.uint8))
+    with pytest.raises(InputError, match="floats must be in \\[0, 1\\]"):
+        to_uint8_image(unit * 255.0, "frame.npy")
+    with pytest.raises(InputError, match="every pixel is NaN"):
+        to_uint8_image(np.full((8, 8, 3), np.nan, np.float32))
+    with pytest.raises(InputError, match="got None"):
+        as_image_list(None)
