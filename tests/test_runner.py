@@ -197,3 +197,19 @@ def test_fit_names_collisions_and_face_model_change(tmp_path: Path, ict_dir: Pat
     assert len(s2.written) == 3 and s2.skipped == []
     s3 = fit_inputs(inputs, tmp_path / "out", steps=4, **kw)
     assert s3.written == [] and len(s3.skipped) == 3
+
+
+def test_truncated_video_is_one_failure_and_leaves_no_folder(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))  # a header, then nothing
+    out = tmp_path / "out"
+    summary = Runner(SquareProcessor(), progress=False).run([clip], out)
+    assert list(summary.failed) == [str(clip)]
+    message = summary.failed[str(clip)]
+    assert str(clip) not in message and "video" in message  # the key names the file
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["failed"] == {str(clip): message}
+
+

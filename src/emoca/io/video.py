@@ -101,7 +101,8 @@ def open_input(av: ModuleType, path: Path) -> Any:
         return av.open(str(path), "r")
     except av.FFmpegError as e:
         raise VideoError(
-            path, f"cannot open as a video (corrupt, truncated or unsupported): {e}"
+            path, "cannot open as a video (corrupt, truncated or unsupported): "
+            f"{getattr(e, 'strerror', None) or e}"  # FFmpeg's reason without the path again
         ) from e
 
 

@@ -74,6 +74,14 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+def _remove_if_empty(folder: Path) -> None:
+    """Drop an output folder a failed input left empty (a re-run starts clean anyway)."""
+    try:
+        folder.rmdir()  # only succeeds when empty
+    except OSError:
+        pass
+
+
 def _regular_file_problem(p: Path) -> str | None:
     """Why ``p`` cannot be read as an input file (FIFO, dangling link...), or None."""
     try:
@@ -241,7 +249,9 @@ class Runner:
             record = process_video(path, dest, self.proc, self.video, self.progress)
             mark_done(dest, record["files"], settings)
         except INPUT_ERRORS as e:
-            summary.fail(path, f"video: {_describe(e)}")
+            # the messages already start with the path; say it once
+            summary.fail(path, _describe(e).removeprefix(f"{path}: "))
+            _remove_if_empty(dest)
             return
         summary.videos[str(path)] = {k: record[k] for k in ("tracks", "skipped_frames",
                                                              "frames_read")}
