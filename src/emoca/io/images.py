@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 100_000_000
 """Default decompression-bomb limit in pixels (100 MP: larger than any camera photo)."""
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp",
+                              ".ppm", ".pgm", ".pnm"})  # netpbm: PIL reads them too
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm"})
 
 InputKind = Literal["image", "video"]
