@@ -69,6 +69,8 @@ def torch_globals() -> dict[tuple[str, str], Any]:
             untyped, dtype = storage
         else:  # a TypedStorage from a legacy payload
             untyped, dtype = storage._untyped_storage, storage.dtype
+        if isinstance(untyped, _BadStorage):
+            return _BadTensor(untyped.problem)
         size, stride = tuple(size), tuple(stride)
         problem = _view_problem(untyped.nbytes(), _element_size(dtype), offset, size, stride)
         if problem is not None:
@@ -146,6 +148,37 @@ def read_member(zf: zipfile.ZipFile, name: str, source: str, archive_size: int) 
         raise UnsafePickleError(f"{source}: member {name} is unreadable ({e})") from None
 
 
+class _BadStorage:
+    """A storage whose member does not match its record; tensors on it become _BadTensor."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _read_storage(zf: zipfile.ZipFile, name: str, numel: int, dtype: Any,
+                  archive_size: int) -> Any:
+    """The storage's bytes as an ``UntypedStorage``, or a :class:`_BadStorage` saying why
+    not; nothing is read when the sizes disagree."""
+    import torch
+
+    need = numel * _element_size(dtype)
+    info = zf.NameToInfo.get(name)
+    if info is None:
+        return _BadStorage(f"its storage {name} is missing (truncated or tampered file)")
+    if info.file_size != need:
+        return _BadStorage(f"its storage {name} holds {info.file_size} bytes, the record says "
+                           f"{numel} x {dtype} = {need} bytes (truncated or tampered file)")
+    problem = member_problem(info, archive_size)
+    if problem is not None:
+        return _BadStorage(f"its storage {name} {problem}")
+    try:
+        raw = zf.read(info)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:  # CRC, truncation
+        return _BadStorage(f"its storage {name} is unreadable ({e})")
+    return torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else \
+        torch.UntypedStorage(0)
+
+
 def _load_zip(source: str, extra_globals: dict[tuple[str, str], Any] | None) -> Any:
     import torch
 
@@ -172,18 +205,9 @@ def _load_zip(source: str, extra_globals: dict[tuple[str, str], Any] | None) -> 
             if not isinstance(dtype, torch.dtype) or not isinstance(numel, int) or numel < 0:
                 raise UnsafePickleError(f"bad storage record {pid!r}")
             key = str(key)
-            if key in storages:
-                return storages[key]
-            name = f"{prefix}data/{key}"
-            need = numel * _element_size(dtype)
-            info = zf.NameToInfo.get(name)
-            if info is not None and info.file_size != need:
-                raise UnsafePickleError(
-                    f"storage {name} holds {info.file_size} bytes, its record says {numel} x "
-                    f"{dtype} = {need} bytes (truncated or tampered file)")
-            raw = read_member(zf, name, source, archive_size)
-            storages[key] = (torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8)
-                             if raw else torch.UntypedStorage(0), dtype)
+            if key not in storages:
+                storages[key] = (_read_storage(zf, f"{prefix}data/{key}", numel, dtype,
+                                               archive_size), dtype)
             return storages[key]
 
         data = read_member(zf, pkl[0], source, archive_size)
