@@ -242,14 +242,34 @@ print(json.dumps({"outcome": outcome, "message": message, "seconds": dt,
 """
 
 
-def measure(loader: str, path: Path, timeout: float = 120) -> dict:
+def measure(loader: str, path: Path, timeout: float = 120, src: str | None = None,
+            max_gb: float | None = None) -> dict:
     """Load ``path`` in a fresh process: outcome (exception class or "loaded"), message,
-    seconds, peak_mb (peak RSS the load added); a crash gives outcome "crash (signal N)"."""
+    seconds, peak_mb (peak RSS the load added); a crash gives outcome "crash (exit N)".
+
+    ``src`` puts another source tree first on ``PYTHONPATH`` (to measure an older version);
+    ``max_gb`` caps the process's address space (so measuring an unguarded loader stays
+    polite on a shared machine).
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", _SCRIPT, loader, str(path)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        return {"outcome": f"crash (exit {proc.returncode})",
-                "message": proc.stderr.strip().splitlines()[-1:] or [""], "seconds": None,
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+
+    def cap() -> None:
+        if max_gb is not None:
+            import resource
+
+            limit = int(max_gb * (1 << 30))
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    try:
+        proc = subprocess.run([sys.executable, "-c", _SCRIPT, loader, str(path)], env=env,
+                              capture_output=True, text=True, timeout=timeout, preexec_fn=cap)
+    except subprocess.TimeoutExpired:
+        return {"outcome": f"timeout ({timeout:.0f} s)", "message": "", "seconds": None,
                 "peak_mb": None}
+    if proc.returncode != 0:
+        last = proc.stderr.strip().splitlines()[-1:] or [""]
+        return {"outcome": f"crash (exit {proc.returncode})", "message": last[0],
+                "seconds": None, "peak_mb": None}
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -49,6 +49,7 @@ from emoca.assets.locate import Assets, MissingAssetError
 from emoca.errors import UsageError
 from emoca.face_model.flame import FLAME, FlameAlbedo
 from emoca.geometry import orthographic_project
+from emoca.io.arrays import read_npy
 from emoca.io.bundle import TensorBundle
 from emoca.model.catalog import DEFAULT_MODEL, MODELS, reconstruction_models
 from emoca.model.checkpoints import (
@@ -252,7 +253,7 @@ def _read_mask(path: Path, size: int) -> torch.Tensor:
 
 
 def _read_fixed_displacement(path: Path, size: int) -> torch.Tensor:
-    arr = np.load(path, allow_pickle=False)
+    arr = read_npy(path)
     if arr.shape != (size, size):
         raise ValueError(f"{path}: fixed displacement is {arr.shape}, expected ({size}, {size})")
     return torch.from_numpy(np.asarray(arr, dtype=np.float32))
