@@ -204,7 +204,7 @@ CORPUS: tuple[Hostile, ...] = (
     Hostile("claims_2gib_member.ckpt", "torch", _claims_more_than_archive,
             "state_dict/w", "stored member whose directory claims 2 GiB"),
     Hostile("cut_download.tar", "torch", _cut_download,
-            "cut_download.tar", "first 60% of a deca_model.tar"),
+            "cut short", "first 60% of a deca_model.tar"),
     Hostile("bytearray_1gib.pkl", "pickle", _bytearray_bomb,
             "bytearray(int)", "bytearray(2**30) via REDUCE"),
     Hostile("billion_laughs.pkl", "pickle", _billion_laughs,

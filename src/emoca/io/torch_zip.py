@@ -242,6 +242,10 @@ def load_torch(path: str | os.PathLike, *, map_location: Any = "cpu",
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source}: no such checkpoint file")
     if not zipfile.is_zipfile(source):
+        with open(source, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":  # a zip whose end (central directory) is gone
+                raise UnsafePickleError(f"{source}: a torch zip archive cut short or damaged "
+                                        "(no central directory): download it again")
         try:
             return torch.load(source, map_location=map_location, weights_only=True)
         except Exception as e:  # torch raises UnpicklingError / RuntimeError variants
