@@ -18,7 +18,6 @@ checkpoint's ``data.pkl`` are trees with a node per few opcodes, nested < 20 dee
 
 from __future__ import annotations
 
-import io
 import pickle
 import pickletools
 from dataclasses import dataclass
@@ -36,8 +35,26 @@ class UnsafePickleError(UnsafeFileError, pickle.UnpicklingError):
 
 
 
-_MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
-_MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
+_TWO_LINES = -100  # GLOBAL / INST: module and name, each up to a newline
+_LEN_BYTES = {pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
+              pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
+              pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
+              pickletools.TAKEN_FROM_ARGUMENT8U: (8, False)}
+_MEMO_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "GET", "BINGET", "LONG_BINGET"}
+
+
+def _opcode_table() -> list[tuple[str, int] | None]:
+    """opcode byte -> (name, argument size: >= 0 fixed, or a pickletools length code)."""
+    table: list[tuple[str, int] | None] = [None] * 256
+    for op in pickletools.opcodes:
+        size = 0 if op.arg is None else op.arg.n
+        if op.name in ("GLOBAL", "INST"):
+            size = _TWO_LINES
+        table[op.code.encode("latin-1")[0]] = (op.name, size)
+    return table
+
+
+_OPS = _opcode_table()
 
 
 @dataclass(frozen=True)
@@ -61,29 +78,65 @@ class PickleLimitError(ValueError):
     """A pickle exceeds a :class:`PickleLimits` bound (the caller adds the file name)."""
 
 
+def _memo_index(name: str, arg: bytes, puts: int) -> int:
+    """The memo slot a PUT/GET-family opcode names, from its raw argument bytes."""
+    if name == "MEMOIZE":
+        return puts
+    if name in ("BINPUT", "BINGET", "LONG_BINPUT", "LONG_BINGET"):
+        return int.from_bytes(arg, "little")
+    return int(arg)  # PUT / GET: decimal text up to the newline
+
+
 def scan_pickle(data: bytes) -> PickleLimits:
     """Check a pickle's opcodes without running them; return the limits for unpickling it.
+
+    A plain loop over the opcode table (``pickletools.genops`` is several times slower):
+    every argument must fit in the data, and every memo index must lie below the byte
+    offset where it appears (the C unpickler resizes its memo array to 2 * index pointers
+    at once).
 
     Args:
         data: the whole pickle (its size bounds every limit).
     Raises:
         PickleLimitError: a memo index beyond its byte offset (memo-table bomb).
-        ValueError: truncated data or an unknown opcode (from ``pickletools``).
+        ValueError: truncated data or an unknown opcode.
     """
-    n_ops = 0
-    puts = 0
-    for op, arg, pos in pickletools.genops(io.BytesIO(data)):
+    n_ops = puts = pos = 0
+    end_of_data = len(data)
+    while pos < end_of_data:
+        entry = _OPS[data[pos]]
+        if entry is None:
+            raise ValueError(f"unknown opcode {data[pos]:#04x} at byte {pos}")
+        name, size = entry
+        at = pos
+        pos += 1
+        start = pos
+        if size >= 0:
+            pos += size
+        elif size == pickletools.UP_TO_NEWLINE or size == _TWO_LINES:
+            for _ in range(2 if size == _TWO_LINES else 1):
+                nl = data.find(b"\n", pos)
+                if nl < 0:
+                    raise ValueError(f"{name} at byte {at}: no newline before the end")
+                pos = nl + 1
+        elif size in _LEN_BYTES:
+            width, signed = _LEN_BYTES[size]
+            length = int.from_bytes(data[pos:pos + width], "little", signed=signed)
+            if length < 0:
+                raise ValueError(f"{name} at byte {at}: negative length {length}")
+            pos += width + length
+        if pos > end_of_data:
+            raise ValueError(f"{name} at byte {at} needs {pos - at} bytes, only "
+                             f"{end_of_data - at} remain (truncated file)")
         n_ops += 1
-        name = op.name
-        if name in _MEMO_PUT or name == "MEMOIZE":
-            index = puts if name == "MEMOIZE" else int(arg)
-            # the C unpickler resizes its memo array to 2 * index pointers at once
-            if index > max(pos, 1024):
-                raise PickleLimitError(f"memo index {index} at byte {pos} (a memory bomb: "
+        if name in _MEMO_OPS:
+            index = _memo_index(name, data[start:pos].rstrip(b"\n"), puts)
+            if index > max(at, 1024):
+                raise PickleLimitError(f"memo index {index} at byte {at} (a memory bomb: "
                                        "valid pickles number memo entries in order)")
-            puts += 1
-        elif name in _MEMO_GET and int(arg) > max(pos, 1024):
-            raise PickleLimitError(f"memo index {arg} at byte {pos} refers to nothing")
+            puts += "GET" not in name
         elif name == "STOP":
             break
+    else:
+        raise ValueError("no STOP opcode: truncated file")
     return PickleLimits(max_alloc=len(data), max_nodes=16 * n_ops + 100_000)

@@ -86,7 +86,10 @@ class _Finalizer:
         self.bad: list[str] = []
 
     def where(self) -> str:
-        return "/".join(self.path) or "<top level>"
+        """The key path being walked, shortened in the middle when deep."""
+        path = self.path if len(self.path) <= 8 else [
+            *self.path[:3], f"...({len(self.path) - 6} levels)...", *self.path[-3:]]
+        return "/".join(path) or "<top level>"
 
     def __call__(self, obj: Any) -> Any:
         return self.visit(obj)[0]
