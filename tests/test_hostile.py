@@ -56,3 +56,21 @@ def test_shared_references_within_limits_still_load(tmp_path):
     out = load_pickle(path)
     assert len(out["rows"]) == 1000 and out["rows"][999] == part
     assert type(out["a"]) is np.ndarray and out["a"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_opcode_scan_agrees_with_pickletools(protocol):
+    # independent truth: pickletools.genops walks the same opcodes (slower)
+    import collections
+    import pickle
+    import pickletools
+
+    from emoca.io.pickle_limits import scan_pickle
+
+    for obj in [{"a": [1, 2.5, "x", b"y", None, True, (1, 2)], "n": 10**40},
+                collections.OrderedDict(a=[1] * 3), list(range(3000)), "é" * 300]:
+        data = pickle.dumps(obj, protocol=protocol)
+        n_ops = sum(1 for _ in pickletools.genops(data))
+        assert scan_pickle(data).max_nodes == 16 * n_ops + 100_000
+        with pytest.raises(ValueError):
+            scan_pickle(data[:-1])  # no STOP, or an argument cut short

@@ -26,6 +26,16 @@ class FaceModel(Protocol):
     """
 
     faces: torch.Tensor
+    #: registry name (``"flame"``, ``"ict"``), written into outputs
+    name: str
+    #: forward argument holding the identity code, and the one holding the head rotation
+    identity_param: str
+    pose_param: str
+    #: (low, high) for every expression weight (ARKit blendshapes live in [0, 1]), or None
+    #: for an unbounded PCA space; bounded weights get a sparsity (L1) prior, PCA a Gaussian
+    expression_bounds: tuple[float, float] | None
+    #: a name per expression weight for named blendshapes, None for PCA components
+    expression_names: tuple[str, ...] | None
 
     @property
     def num_vertices(self) -> int: ...
@@ -36,4 +46,8 @@ class FaceModel(Protocol):
 
     def __call__(self, **params: torch.Tensor) -> Any:
         """Returns an object with ``vertices (B,V,3)`` and ``landmarks68 (B,68,3)``."""
+        ...
+
+    def landmarks_only(self, **params: torch.Tensor) -> torch.Tensor:
+        """(B,68,3) the forward's ``landmarks68``, evaluating only what they need."""
         ...

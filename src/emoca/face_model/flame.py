@@ -92,6 +92,10 @@ class FLAME(nn.Module):
     """
 
     faces: torch.Tensor
+    name = "flame"
+    identity_param, pose_param = "shape", "pose"
+    expression_bounds = None  # PCA components, unbounded
+    expression_names = None
 
     def __init__(self, model: dict, landmark_embedding: dict | None = None,
                  mediapipe_embedding: dict | None = None, n_shape: int = 100, n_exp: int = 50,

@@ -40,16 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from emoca.assets.locate import Assets, MissingAssetError
+from emoca.assets.locate import Assets
 from emoca.errors import UsageError
 from emoca.face_model.flame import FLAME, FlameAlbedo
 from emoca.geometry import orthographic_project
-from emoca.io.arrays import read_npy
 from emoca.io.bundle import TensorBundle
 from emoca.model.catalog import DEFAULT_MODEL, MODELS, reconstruction_models
 from emoca.model.checkpoints import (
@@ -58,6 +55,7 @@ from emoca.model.checkpoints import (
     load_deca_tar,
     load_emoca_folder,
 )
+from emoca.model.face_files import FacePaths, face_paths, read_fixed_displacement, read_mask
 from emoca.model.weights import CONFIG_NAME, load_pretrained, materialize, save_pretrained
 from emoca.nets.encoders import FLAME_CODE_SIZES, FlameCodes, decompose_flame_code
 from emoca.nets.resnet import check_image_batch
@@ -189,76 +187,6 @@ class EmocaConfig:
         return cls(**d)
 
 
-@dataclass(frozen=True)
-class FacePaths:
-    """The FLAME-side files a model needs (see :func:`_face_paths`)."""
-
-    flame_model: Path
-    landmark_embedding: Path
-    head_template: Path
-    face_eye_mask: Path
-    fixed_displacement: Path
-    mediapipe_embedding: Path | None = None
-    albedo: Path | None = None
-
-
-_CFG_PATH_KEYS = {
-    "flame_model": ("flame_model_path", "flame_model"),
-    "landmark_embedding": ("flame_lmk_embedding_path", "landmark_embedding"),
-    "head_template": ("topology_path", "head_template"),
-    "face_eye_mask": ("face_eye_mask_path", "uv_face_eye_mask"),
-    "fixed_displacement": ("fixed_displacement_path", "fixed_displacement"),
-    "mediapipe_embedding": ("flame_mediapipe_lmk_embedding_path", "mediapipe_embedding"),
-    "albedo": ("tex_path", "albedo"),
-}
-_OPTIONAL = ("mediapipe_embedding", "albedo")
-
-
-def _face_paths(assets: Assets, model_cfg: Mapping[str, Any] | None,
-                mediapipe: bool, texture: bool) -> FacePaths:
-    """Resolve each FLAME file: the config's (resolved) path if it exists, else the assets'.
-
-    Required files that exist nowhere raise :class:`MissingAssetError` (which says where
-    to get them); the albedo and MediaPipe embedding are optional.
-    """
-    found: dict[str, Path | None] = {}
-    for field_name, (cfg_key, asset_key) in _CFG_PATH_KEYS.items():
-        if (field_name == "mediapipe_embedding" and not mediapipe) or (
-                field_name == "albedo" and not texture):
-            found[field_name] = None
-            continue
-        value = (model_cfg or {}).get(cfg_key)
-        path = Path(value) if isinstance(value, str) and value else None
-        if path is None or not path.exists():
-            path = assets.find(asset_key)
-        if path is None and field_name not in _OPTIONAL:
-            path = assets.path(asset_key)  # raises with instructions
-        found[field_name] = path
-    if mediapipe and found["mediapipe_embedding"] is None:
-        raise MissingAssetError("this model was trained with MediaPipe landmarks but "
-                                "FLAME/geometry/mediapipe_landmark_embedding.npz is missing")
-    return FacePaths(**found)  # type: ignore[arg-type]
-
-
-def _read_mask(path: Path, size: int) -> torch.Tensor:
-    """UV mask PNG -> (size, size) float in [0, 1] from channel 0, nearest-resized (DECA)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        arr = np.asarray(im)
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    mask = torch.from_numpy(arr.astype(np.float32) / 255.0)[None, None]
-    return F.interpolate(mask, size=(size, size))[0, 0]
-
-
-def _read_fixed_displacement(path: Path, size: int) -> torch.Tensor:
-    arr = read_npy(path)
-    if arr.shape != (size, size):
-        raise ValueError(f"{path}: fixed displacement is {arr.shape}, expected ({size}, {size})")
-    return torch.from_numpy(np.asarray(arr, dtype=np.float32))
-
-
 def combine_expression_code(
     exp: torch.Tensor, pose: torch.Tensor, expression_out: torch.Tensor, arch: EmocaArch
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -386,7 +314,7 @@ class Emoca(nn.Module):
         if stray:
             raise ValueError(f"{config.name}: weights for {stray}, which this model "
                              f"({sorted(networks)}) does not have")
-        paths = _face_paths(assets, model_cfg, config.mediapipe, config.use_texture)
+        paths = face_paths(assets, model_cfg, config.mediapipe, config.use_texture)
         if config.use_texture and paths.albedo is None:
             log.warning("no albedo model found: texture code ignored, albedo is grey 0.5")
         for name, module in networks.items():
@@ -399,8 +327,8 @@ class Emoca(nn.Module):
         renderer = Renderer(flame.uv_coords, flame.uv_faces, flame.faces,
                             image_size=config.image_size, uv_size=config.uv_size)
         model = cls(networks, flame, albedo, renderer,
-                    _read_mask(paths.face_eye_mask, config.uv_size),
-                    _read_fixed_displacement(paths.fixed_displacement, config.uv_size), config)
+                    read_mask(paths.face_eye_mask, config.uv_size),
+                    read_fixed_displacement(paths.fixed_displacement, config.uv_size), config)
         model.face_paths = paths
         return model.to(device).eval()
 

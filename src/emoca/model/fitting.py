@@ -119,21 +119,12 @@ class _Adapter:
     def __init__(self, model: nn.Module, n_identity: int) -> None:
         self.model = model
         sizes = model.parameter_sizes()
-        self.kind = "flame" if "shape" in sizes else "ict"
-        self.identity_name = "shape" if self.kind == "flame" else "identity"
-        self.pose_name = "pose" if self.kind == "flame" else "rotation"
+        self.identity_name, self.pose_name = model.identity_param, model.pose_param
+        self.bounds: tuple[float, float] | None = model.expression_bounds
         self.full_identity = sizes[self.identity_name]
         self.free = {self.identity_name: min(n_identity, self.full_identity),
                      "expression": sizes["expression"],
                      self.pose_name: sizes[self.pose_name]}
-        self._lmk_basis = None
-        if self.kind == "ict":
-            # landmarks are vertices of the ICT mesh: a 68-row slice of the bases makes the
-            # landmark stages ~100x cheaper than evaluating the whole mesh
-            idx = model.landmark_indices
-            cols = (idx[:, None] * 3 + torch.arange(3, device=idx.device)).reshape(-1)
-            self._lmk_basis = (model.neutral[idx], model.identity_basis[:, cols],
-                               model.expression_basis[:, cols])
 
     def init(self, b: int, device: torch.device) -> dict[str, torch.Tensor]:
         return {k: torch.zeros(b, n, device=device) for k, n in self.free.items()}
@@ -146,29 +137,17 @@ class _Adapter:
         return out
 
     def project_bounds(self, free: dict[str, torch.Tensor]) -> None:
-        if self.kind == "ict":  # ARKit weights live in [0, 1]
-            free["expression"].data.clamp_(0.0, 1.0)
+        if self.bounds is not None:
+            free["expression"].data.clamp_(*self.bounds)
 
     def landmarks(self, free: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B,68,3) model landmarks, through the cheap path where there is one."""
-        if self._lmk_basis is None:
-            fast = getattr(self.model, "landmarks_only", None)
-            if fast is not None:
-                return fast(**self.model_params(free))
-            return self.model(**self.model_params(free)).landmarks68
-        from emoca.geometry import axis_angle_to_matrix
-
-        neutral, id_b, exp_b = self._lmk_basis
-        ident = free["identity"]
-        b = max(ident.shape[0], free["expression"].shape[0])
-        off = ident @ id_b[: ident.shape[1]] + free["expression"] @ exp_b
-        pts = neutral + off.view(b, -1, 3)
-        rot = axis_angle_to_matrix(free["rotation"])
-        return pts @ rot.transpose(1, 2)
+        """(B,68,3) model landmarks, evaluating only the vertices they need."""
+        return self.model.landmarks_only(**self.model_params(free))
 
     def prior(self, free: dict[str, torch.Tensor], cfg: FitConfig) -> torch.Tensor:
         ident, exp = free[self.identity_name], free["expression"]
-        exp_term = exp.abs().sum(1) if self.kind == "ict" else (exp ** 2).sum(1)
+        # bounded blendshape weights: sparsity (L1); PCA components: Gaussian
+        exp_term = exp.abs().sum(1) if self.bounds is not None else (exp ** 2).sum(1)
         return (cfg.w_identity_prior * (ident ** 2).sum(1)
                 + cfg.w_expression_prior * exp_term).mean()
 
@@ -350,10 +329,10 @@ class Fitter:
         lower = torch.full((theta.shape[1],), -float("inf"), device=theta.device)
         upper = torch.full((theta.shape[1],), float("inf"), device=theta.device)
         lower[0] = 1e-6
-        if ad.kind == "ict":  # ARKit weights in [0, 1]
+        if ad.bounds is not None:  # e.g. ARKit weights in [0, 1]
             start = 3 + sizes[0]
-            lower[start:start + sizes[1]] = 0.0
-            upper[start:start + sizes[1]] = 1.0
+            lower[start:start + sizes[1]] = ad.bounds[0]
+            upper[start:start + sizes[1]] = ad.bounds[1]
         # rigid first (camera and head pose), everything else held
         rigid_cols = torch.zeros(theta.shape[1], dtype=torch.bool, device=theta.device)
         rigid_cols[:3] = True

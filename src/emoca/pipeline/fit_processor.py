@@ -95,7 +95,7 @@ class FitProcessor:
 
     def settings(self) -> dict[str, Any]:
         cfg = self.fitter.cfg
-        return {"command": self.command, "face_model": self.fitter.adapter.kind,
+        return {"command": self.command, "face_model": self.model.name,
                 "config": {k: v for k, v in vars(cfg).items()
                            if isinstance(v, (int, float, str, bool))},
                 "emotion": self.emotion_net is not None, "chunk": self.chunk}
@@ -120,7 +120,7 @@ class FitProcessor:
     @torch.no_grad()
     def _face(self, job: FaceJob, res: Any, i: int) -> FitFace:
         model, crop = self.model, job.crop
-        kind = self.fitter.adapter.kind
+        ad = self.fitter.adapter
         verts = res.vertices[i].detach()
         trans = orthographic_project(verts[None], res.cam[i:i + 1])[0]
         photo_cols = _photo_vertex_colors(trans, crop.image)
@@ -129,19 +129,19 @@ class FitProcessor:
         lmk_crop = res.landmarks2d[i].detach().cpu().double()
         lmk_image = crop.transform.to_image(lmk_crop)
         record: dict[str, Any] = {
-            "face_model": kind, "source": job.source, "face_index": job.face_index,
+            "face_model": model.name, "source": job.source, "face_index": job.face_index,
             "box": [float(x) for x in crop.detection.box], "camera": res.cam[i].tolist(),
             "image_to_crop": np.asarray(crop.transform.image_to_crop).tolist(),
             "landmark_error_iod": float(res.landmark_error[i]), "losses": res.losses,
             "units": "model units (ICT-FaceKit: cm; FLAME: m); rotation axis-angle radians; "
                      "landmarks in pixels with centres at integers",
         }
-        if kind == "ict":
+        if model.expression_names is not None:  # named blendshapes, a rigid head rotation
             record["arkit_blendshapes"] = {n: round(float(w), 5) for n, w in
                                            zip(model.expression_names, params["expression"],
                                                strict=True)}
-            record["identity"] = params["identity"].tolist()
-            record["head_rotation"] = params["rotation"].tolist()
+            record["identity"] = params[ad.identity_name].tolist()
+            record["head_rotation"] = params[ad.pose_name].tolist()
         else:
             record.update({k: v.tolist() for k, v in params.items()})
         if self.emotion_net is not None:
@@ -217,7 +217,7 @@ class FitProcessor:
         neutral = model(**{ad.identity_name: ident}).vertices[0]
         mesh = MeshData(neutral.cpu(), model.faces.cpu(), model.uv_coords.cpu(),
                         model.uv_faces.cpu())
-        names = tuple(model.expression_names) if ad.kind == "ict" else None
+        names = model.expression_names
         return write_fit_track(track_dir, arrays, mesh, names)
 
     @torch.no_grad()

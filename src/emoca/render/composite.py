@@ -77,6 +77,36 @@ def sample_image(image: np.ndarray, points: torch.Tensor) -> torch.Tensor:
     return cols[0, :, 0].t().reshape(out_shape)
 
 
+def _raster_window(shape: tuple[int, ...], trans: torch.Tensor, transform: CropTransform,
+                   faces: torch.Tensor, image_size: int):
+    """Rasterize crop-space vertices (V, 3) at photo resolution over the window they cover.
+
+    Returns ``((x0, y0, x1, y1), fragments)`` on the vertices' device, or None when the
+    mesh misses the photo. The window and pixel mapping are float64 on the CPU (sub-pixel
+    accuracy on big photos).
+    """
+    px = image_pixels(trans[:, :2].cpu(), transform, image_size)
+    win = _window(px, shape[1], shape[0], pad=0)
+    if win is None:
+        return None
+    x0, y0, x1, y1 = win
+    ww, hh = x1 - x0, y1 - y0
+    ndc = torch.stack([(2.0 * (px[:, 0] - x0) + 1.0) / ww - 1.0,
+                       (2.0 * (px[:, 1] - y0) + 1.0) / hh - 1.0,
+                       trans[:, 2].cpu().double() + DECA_Z_OFFSET], dim=-1).float()
+    return win, rasterize(ndc.to(trans.device)[None], faces, hh, ww)
+
+
+def _paste(out: np.ndarray, win: tuple[int, int, int, int], keep: torch.Tensor,
+           color: torch.Tensor) -> np.ndarray:
+    """Write ``color`` (h, w, 3) in [0, 1] into ``out``'s window where ``keep`` (h, w, 1)."""
+    x0, y0, x1, y1 = win
+    patch = torch.from_numpy(out[y0:y1, x0:x1]).to(color.device).float() / 255.0
+    patch = torch.where(keep, color, patch)
+    out[y0:y1, x0:x1] = (patch.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+    return out
+
+
 def composite_geometry(image: np.ndarray, vertices: torch.Tensor,
                        transformed_vertices: torch.Tensor, transform: CropTransform,
                        faces: torch.Tensor, face_uv: torch.Tensor | None = None,
@@ -103,21 +133,14 @@ def composite_geometry(image: np.ndarray, vertices: torch.Tensor,
         A new (H, W, 3) uint8 image.
     """
     out = np.array(image, dtype=np.uint8, copy=True)
-    h, w = out.shape[:2]
     device = transformed_vertices.device
     trans = transformed_vertices.detach().float()
-    # the window and pixel mapping in float64 on the CPU (sub-pixel accuracy on big photos)
-    px = image_pixels(trans[:, :2].cpu(), transform, image_size)
-    win = _window(px, w, h, pad=0)
-    if win is None:
-        return out
-    x0, y0, x1, y1 = win
-    ww, hh = x1 - x0, y1 - y0
     faces = faces.to(device)
-    ndc = torch.stack([(2.0 * (px[:, 0] - x0) + 1.0) / ww - 1.0,
-                       (2.0 * (px[:, 1] - y0) + 1.0) / hh - 1.0,
-                       trans[:, 2].cpu().double() + DECA_Z_OFFSET], dim=-1).float().to(device)
-    frags = rasterize(ndc[None], faces, hh, ww)
+    hit = _raster_window(out.shape, trans, transform, faces, image_size)
+    if hit is None:
+        return out
+    win, frags = hit
+    hh, ww = win[3] - win[1], win[2] - win[0]
     # screen normals from the crop-space mesh: the window's anisotropic scale would bend them
     screen_n = vertex_normals(trans[None], faces)
     world_n = vertex_normals(vertices.detach().float().to(device)[None], faces)
@@ -135,10 +158,7 @@ def composite_geometry(image: np.ndarray, vertices: torch.Tensor,
     shading = add_directional_light(normals.reshape(1, -1, 3), lights).reshape(hh, ww, 3)
     color = (SHAPE_GREY * shading).clamp(0, 1)
     keep = (frags.mask[0] & (interp[0][0, ..., 2] < 0.15))[..., None]
-    patch = torch.from_numpy(out[y0:y1, x0:x1]).to(device).float() / 255.0
-    patch = torch.where(keep, color, patch)
-    out[y0:y1, x0:x1] = (patch.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
-    return out
+    return _paste(out, win, keep, color)
 
 
 def composite_colors(image: np.ndarray, transformed_vertices: torch.Tensor, faces: torch.Tensor,
@@ -159,23 +179,12 @@ def composite_colors(image: np.ndarray, transformed_vertices: torch.Tensor, face
         A new (H, W, 3) uint8 image.
     """
     out = np.array(image, dtype=np.uint8, copy=True)
-    h, w = out.shape[:2]
     device = transformed_vertices.device
     trans = transformed_vertices.detach().float()
-    px = image_pixels(trans[:, :2].cpu(), transform, image_size)
-    win = _window(px, w, h, pad=0)
-    if win is None:
-        return out
-    x0, y0, x1, y1 = win
-    ww, hh = x1 - x0, y1 - y0
     faces = faces.to(device)
-    ndc = torch.stack([(2.0 * (px[:, 0] - x0) + 1.0) / ww - 1.0,
-                       (2.0 * (px[:, 1] - y0) + 1.0) / hh - 1.0,
-                       trans[:, 2].cpu().double() + DECA_Z_OFFSET], dim=-1).float().to(device)
-    frags = rasterize(ndc[None], faces, hh, ww)
+    hit = _raster_window(out.shape, trans, transform, faces, image_size)
+    if hit is None:
+        return out
+    win, frags = hit
     col = interpolate_many([colors.detach().float().to(device)[None]], frags, faces)[0][0]
-    keep = frags.mask[0][..., None]
-    patch = torch.from_numpy(out[y0:y1, x0:x1]).to(device).float() / 255.0
-    patch = torch.where(keep, col, patch)
-    out[y0:y1, x0:x1] = (patch.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
-    return out
+    return _paste(out, win, frags.mask[0][..., None], col)
