@@ -164,7 +164,7 @@ def _emotion(path: Path, root: Path) -> str:
     from emoca.model.checkpoints import load_emotion_net
 
     cfg, sd = load_emotion_net(path)
-    return f"{Path(cfg['checkpoint']).name}: emotion net ({len(sd)} tensors)"
+    return f"{Path(cfg['checkpoint']).relative_to(path)}: emotion net ({len(sd)} tensors)"
 
 
 def _ict(path: Path, root: Path) -> str:
