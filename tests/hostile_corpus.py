@@ -131,6 +131,15 @@ def _cut_download(path: Path) -> None:
     path.write_bytes(raw[: len(raw) * 6 // 10])
 
 
+def _legacy_oversized(path: Path) -> None:
+    # legacy (pre-zip) torch format: the last storage's int64 element count says 2**30
+    torch.save({"w": torch.ones(4)}, path, _use_new_zipfile_serialization=False)
+    raw = bytearray(path.read_bytes())
+    assert struct.unpack_from("<q", raw, len(raw) - 24)[0] == 4, "unexpected legacy layout"
+    struct.pack_into("<q", raw, len(raw) - 24, 1 << 30)
+    path.write_bytes(bytes(raw))
+
+
 # ------------------------------------------------------------------------- pickle bombs
 
 
@@ -205,6 +214,8 @@ CORPUS: tuple[Hostile, ...] = (
             "state_dict/w", "stored member whose directory claims 2 GiB"),
     Hostile("cut_download.tar", "torch", _cut_download,
             "cut short", "first 60% of a deca_model.tar"),
+    Hostile("legacy_oversized.tar", "torch", _legacy_oversized,
+            "recorded size does not match", "legacy torch file whose storage says 2**30 floats"),
     Hostile("bytearray_1gib.pkl", "pickle", _bytearray_bomb,
             "bytearray(int)", "bytearray(2**30) via REDUCE"),
     Hostile("billion_laughs.pkl", "pickle", _billion_laughs,

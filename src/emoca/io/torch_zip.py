@@ -265,6 +265,9 @@ def _legacy_refusal(e: BaseException) -> str:
         return (f"refused global {found.group(1)!r} in a legacy torch file (the file may be "
                 "tampered with or not what it claims)")
     first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    if "wrong byte size" in first:  # torch's own text here has unfilled %ld placeholders
+        return ("a storage's recorded size does not match the bytes stored (truncated or "
+                "tampered legacy torch file)")
     if "weights_only" in first or "Weights only load failed" in first:
         first = "its contents are not plain tensors and containers"
     return f"refused or unreadable legacy torch file: {first}"
