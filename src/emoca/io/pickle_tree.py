@@ -56,7 +56,7 @@ def _stand_in_class(kind: str, qualname: str) -> type:
 
 
 class _TreeError(ValueError):
-    """Raised inside the finaliser; :func:`_run` prefixes the file name."""
+    """A problem found while rebuilding or finalising; ``unpickle_bytes`` adds the file name."""
 
 
 class _BadTensor:
@@ -206,11 +206,6 @@ _CONVERT: dict[str, Callable[[_StandIn, _Finalizer], Any]] = {
 }
 
 
-def _finalize(obj: Any) -> Any:
-    """Replace stand-ins by plain values, recursively through containers (no limits)."""
-    return _Finalizer()(obj)
-
-
 class _SafeNdarray(np.ndarray):
     """An ndarray whose pickle state is checked before numpy sees it.
 
@@ -234,5 +229,5 @@ class _SafeNdarray(np.ndarray):
         elif not isinstance(data, (bytes, bytearray, str)) or len(data) != count * dtype.itemsize:
             got = len(data) if hasattr(data, "__len__") else type(data).__name__
             raise _TreeError(f"array of shape {shape} {dtype} needs "
-                                    f"{count * dtype.itemsize} bytes, the file holds {got}")
+                             f"{count * dtype.itemsize} bytes, the file holds {got}")
         super().__setstate__(state)
