@@ -103,3 +103,17 @@ def test_chumpy_without_data_and_deep_nesting_name_the_file(tmp_path):
         assert text.startswith(str(path)) and "\n" not in text
         assert all(n in text for n in needles), text
         assert isinstance(e.value, InputError)  # the CLI prints it as one line
+
+
+def test_truncated_npy_names_the_file(tmp_path):
+    from emoca.io.arrays import read_npy
+    from emoca.io.safe_pickle import load_npy
+
+    path = tmp_path / "fixed_displacement_256.npy"
+    np.save(path, np.zeros((256, 256), np.float32))
+    path.write_bytes(path.read_bytes()[:5000])  # a download cut short
+    with pytest.raises(InputError, match="fixed_displacement_256.npy: not a readable .npy"):
+        read_npy(path)
+    with pytest.raises(UnsafePickleError, match=r"fixed_displacement_256.npy: header declares "
+                                                r"\(256, 256\) float32 \(262144 bytes\)"):
+        load_npy(path)
