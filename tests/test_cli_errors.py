@@ -111,6 +111,24 @@ def test_code_in_a_zip_checkpoint_is_refused_and_not_run(tree: Path, faces_file:
     assert not marker.exists()
 
 
+def test_truncated_checkpoint_storage_is_refused_naming_file_and_tensor(
+        tree: Path, faces_file: Path) -> None:
+    # the checkpoint still unzips, but one tensor's bytes are cut short (issue 15, item 1:
+    # this used to load, with leftover memory as weights, and exit 0)
+    assets = _copy(tree, "truncated")
+    for ckpt in _checkpoints(assets):
+        with zipfile.ZipFile(ckpt) as z:
+            members = {n: z.read(n) for n in z.namelist()}
+        cut = sorted((n for n in members if "/data/" in n), key=lambda n: -len(members[n]))[0]
+        members[cut] = members[cut][: len(members[cut]) // 2]
+        with zipfile.ZipFile(ckpt, "w") as z:
+            for n, raw in members.items():
+                z.writestr(n, raw)
+    line = _one_line(_assets_case(tree, faces_file, assets), 1, ".ckpt", "tensor 'state_dict/",
+                     "truncated or tampered")
+    assert "holds" in line and "bytes" in line
+
+
 def test_legacy_checkpoint_with_popen_is_refused_without_torch_advice(
         tree: Path, faces_file: Path) -> None:
     assets = _copy(tree, "evil_legacy")

@@ -190,8 +190,13 @@ class Assets:
         return [s.spec for s in self.check(verify=False) if s.path is None and s.spec.required]
 
 
-def format_check_table(rows: list[AssetStatus], root: Path) -> str:
-    """A plain-text table of :meth:`Assets.check` results for the CLI."""
+def format_check_table(rows: list[AssetStatus], root: Path, deep: dict | None = None) -> str:
+    """A plain-text table of :meth:`Assets.check` results for the CLI.
+
+    ``deep``: ``{key: result}`` of a deep check (objects with ``ok`` and ``detail``, see
+    ``emoca.model.asset_check``); a file that fails it reads ``BAD`` with the reason.
+    """
+    deep = deep or {}
     lines = [f"assets folder: {root}", ""]
     head = f"{'asset':22} {'status':10} {'size':>10}  path / where to get it"
     lines += [head, "-" * len(head)]
@@ -201,10 +206,19 @@ def format_check_table(rows: list[AssetStatus], root: Path) -> str:
             lines.append(f"{r.spec.key:22} {status:10} {'':>10}  {r.spec.source}")
             continue
         status = {None: "found", True: "verified", False: "BAD SHA256"}[r.checksum_ok]
+        result = deep.get(r.spec.key)
+        if result is not None and r.checksum_ok is not False:
+            status = "ok" if result.ok else "BAD"
         size = f"{r.size / 1e6:.1f} MB" if r.size is not None else ""
         lines.append(f"{r.spec.key:22} {status:10} {size:>10}  {r.path}")
+        if result is not None:
+            lines.append(f"{'':22} {'':10} {'':>10}    {result.detail}")
     missing = [r for r in rows if r.path is None and r.spec.required]
+    bad = [k for k, v in deep.items() if not v.ok]
     lines.append("")
     lines.append("all required files found" if not missing else
                  f"{len(missing)} required file(s) missing")
+    if deep:
+        lines.append(f"{len(bad)} file(s) unusable: {', '.join(bad)}" if bad else
+                     "every file found opens with the expected layout")
     return "\n".join(lines)

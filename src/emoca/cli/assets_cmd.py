@@ -20,6 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("dir", nargs="?", help="assets folder (default: $EMOCA_HOME or "
                    "~/.cache/emoca)")
     c.add_argument("--no-verify", action="store_true", help="skip sha256 checks")
+    c.add_argument("--quick", action="store_true",
+                   help="only look for the files (by default each file is opened with the "
+                        "safe loaders and its keys and shapes compared with the official "
+                        "layout: seconds per model)")
     d = sub.add_parser("download", help="fetch official archives with your account")
     d.add_argument("names", nargs="*", default=None,
                    help=f"archives (default: {' '.join(DEFAULT_ARCHIVES)}; known: "
@@ -54,8 +58,15 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "check":
         assets = Assets(args.dir)
         rows = assets.check(verify=not args.no_verify)
-        print(format_check_table(rows, assets.root))
-        return 0 if not assets.missing_required() else 1
+        deep = {}
+        if not args.quick:
+            from emoca.model.asset_check import deep_check
+
+            deep = {r.spec.key: deep_check(r.spec.key, r.path, assets.root)
+                    for r in rows if r.path is not None}
+        print(format_check_table(rows, assets.root, deep))
+        bad = any(not d.ok for d in deep.values())
+        return 0 if not assets.missing_required() and not bad else 1
     if args.action == "synthetic":
         from emoca.assets.synthetic_tree import parse_models, parse_parts, write_synthetic_tree
 

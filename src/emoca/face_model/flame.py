@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emoca.errors import InputError
 from emoca.face_model.base import TensorBundle
 from emoca.face_model.lbs import (
     batch_rodrigues,
@@ -34,6 +35,7 @@ from emoca.face_model.lbs import (
     lbs,
     vertices_to_landmarks,
 )
+from emoca.io.arrays import read_npz
 from emoca.io.obj import read_obj
 from emoca.io.safe_pickle import load_npy, load_pickle
 
@@ -44,7 +46,7 @@ N_VERTS = 5023
 SHAPE_DIRS_TOTAL = 300  # expression directions start here in shapedirs' last axis
 
 
-class FlameFormatError(ValueError):
+class FlameFormatError(InputError):
     """A FLAME asset is missing a key or has an unexpected shape."""
 
 
@@ -181,8 +183,7 @@ class FLAME(nn.Module):
                 raise FlameFormatError(f"{landmark_embedding}: expected a dict of arrays")
         mp = None
         if mediapipe_embedding is not None:
-            with np.load(mediapipe_embedding, allow_pickle=False) as z:
-                mp = {k: z[k] for k in z.files}
+            mp = read_npz(mediapipe_embedding)
         flame = cls(model, emb, mp, n_shape=n_shape, n_exp=n_exp, source=str(path))
         if template_obj is not None:
             flame.set_uv(load_flame_uv(template_obj))
@@ -336,14 +337,14 @@ class FlameAlbedo(nn.Module):
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"albedo model not found: {p}")
-        with np.load(p, allow_pickle=False) as z:
-            if "MU" in z.files:
-                mean, basis = z["MU"].reshape(-1), z["PC"].reshape(-1, z["PC"].shape[-1])
-            elif "mean" in z.files:
-                mean = z["mean"].reshape(-1) / 255.0
-                basis = z["tex_dir"].reshape(-1, z["tex_dir"].shape[-1]) / 255.0
-            else:
-                raise FlameFormatError(f"{p}: neither MU/PC nor mean/tex_dir in {z.files}")
+        z = read_npz(p)
+        if "MU" in z and "PC" in z:
+            mean, basis = z["MU"].reshape(-1), z["PC"].reshape(-1, z["PC"].shape[-1])
+        elif "mean" in z and "tex_dir" in z:
+            mean = z["mean"].reshape(-1) / 255.0
+            basis = z["tex_dir"].reshape(-1, z["tex_dir"].shape[-1]) / 255.0
+        else:
+            raise FlameFormatError(f"{p}: neither MU/PC nor mean/tex_dir in {sorted(z)}")
         n = min(n_tex, basis.shape[1])
         size = int(round(np.sqrt(mean.size / 3)))
         return cls(mean, basis[:, :n], n_tex, size=size)

@@ -11,6 +11,8 @@ import numpy as np
 from tqdm import tqdm
 
 from emoca.assets.ict_facekit import PACKED_NAME, unpack_modes
+from emoca.errors import InputError, file_problem
+from emoca.io.arrays import read_npz
 from emoca.io.obj import read_obj
 
 __all__ = ["EXTRA_EXPRESSION_NAMES", "ICTModelData", "INDICES_NAME", "NEUTRAL_NAME",
@@ -67,7 +69,7 @@ def _open_modes(path: Path):
     """``np.load`` for an npz; the packaged copy's lossless xz format otherwise."""
     if path.name.endswith(PACKED_NAME):
         return _Modes(unpack_modes(path))
-    return np.load(path, allow_pickle=False)
+    return _Modes(read_npz(path))
 
 
 def find_obj(folder: Path, stem: str) -> Path | None:
@@ -88,8 +90,14 @@ def _expression_list(indices: dict, include_extra: bool) -> list[str]:
 def _read_indices(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"ICT-FaceKit vertex index file not found: {path}")
-    with open(path) as f:
-        indices = json.load(f)
+    with open(path, encoding="utf-8") as f:
+        try:
+            indices = json.load(f)
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError names no file
+            raise InputError(file_problem(path, f"not valid JSON: {e}")) from None
+    if not isinstance(indices, dict):
+        raise InputError(file_problem(path, "expected a JSON object with 'expressions' and "
+                                            "'idx_to_landmark_verts'"))
     for key in ("expressions", "idx_to_landmark_verts"):
         if key not in indices:
             raise KeyError(f"{path} has no '{key}' entry (keys: {sorted(indices)})")

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from emoca.assets.locate import Assets, MissingAssetError
+from emoca.io.arrays import read_npy
 
 __all__ = ["FacePaths", "face_paths", "read_fixed_displacement", "read_mask"]
 
@@ -85,7 +86,7 @@ def read_mask(path: Path, size: int) -> torch.Tensor:
 
 
 def read_fixed_displacement(path: Path, size: int) -> torch.Tensor:
-    arr = np.load(path, allow_pickle=False)
+    arr = read_npy(path)
     if arr.shape != (size, size):
         raise ValueError(f"{path}: fixed displacement is {arr.shape}, expected ({size}, {size})")
     return torch.from_numpy(np.asarray(arr, dtype=np.float32))
