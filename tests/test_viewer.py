@@ -141,3 +141,266 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+MODEL = "EMOCA_v2_lr_mse_20"
+
+
+def _make_clip(path: Path, n: int = N_FRAMES) -> None:
+    """A 10 fps H.264 clip of the astronaut drifting across a 256x256 frame."""
+    import av
+    import skimage.data
+
+    img = skimage.data.astronaut()
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
+        for i in range(n):
+            fr = np.ascontiguousarray(img[40 + 6 * i:296 + 6 * i, 100 + 5 * i:356 + 5 * i])
+            for p in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The real ``emoca reconstruct`` on a photo and an 8-frame clip (look-alike files)."""
+    import skimage.data
+
+    from emoca.assets.synthetic import write_official_assets
+    from emoca.assets.synthetic_checkpoints import write_emoca_model, write_emodeca_model
+    from emoca.cli.main import main
+
+    d = tmp_path_factory.mktemp("viewer")
+    assets = write_official_assets(d / "assets", seed=0, albedo="bfm", albedo_components=4)
+    write_emoca_model(assets, MODEL, seed=1, deca_seed=0)
+    write_emodeca_model(assets, seed=11, deca_seed=0)
+    inputs = d / "in"
+    inputs.mkdir()
+    Image.fromarray(skimage.data.astronaut()).save(inputs / "astronaut.png")
+    _make_clip(inputs / "clip.mp4")
+    out = d / "out"
+    rc = main(["reconstruct", str(inputs), "-o", str(out), "--assets", str(assets),
+               "--no-progress"])
+    assert rc == 0
+    _give_the_track_a_known_motion(out / "clip" / "track_0" / "codes.npz")
+    return {"assets": assets, "out": out, "inputs": inputs, "root": d}
+
+
+def _give_the_track_a_known_motion(path: Path) -> None:
+    """The look-alike networks' codes hardly change over the clip (~1e-5), so the test
+    gives the track a known performance in the same file: the jaw opens by 0.3 rad and
+    the head turns by 0.4 rad over the clip, valence and arousal follow sines and the
+    expression probabilities a smooth blend (each row still sums to 1)."""
+    a = dict(np.load(path))
+    t = np.linspace(0.0, 1.0, N_FRAMES, dtype=np.float32)
+    a["pose"][:, 1] = 0.4 * t - 0.2
+    a["pose"][:, 3] = 0.3 * t
+    a["valence"] = (0.8 * np.sin(2 * np.pi * t)).astype(np.float32)
+    a["arousal"] = (0.6 * np.cos(2 * np.pi * t)).astype(np.float32)
+    logits = np.stack([np.sin(2 * np.pi * t + k) * 2 for k in range(8)], 1)
+    a["emotion_probs"] = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(
+        np.float32)
+    np.savez(path, **a)
+
+
+class Server:
+    """``emoca view`` as a user starts it (the CLI, port 0), stopped at the end."""
+
+    def __init__(self, out: Path, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "emoca.cli.main", "view", str(out), "--port", "0",
+             "--quiet", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if "http://" not in line:
+            self.proc.kill()
+            raise AssertionError(f"emoca view did not start: {line}{self.proc.stderr.read()}")
+        self.url = line.split()[2]
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path) as r:
+            return r.read()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(rec):
+    s = Server(rec["out"], "--assets", str(rec["assets"]))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    b = Browser()
+    yield b
+    b.close()
+
+
+def _open(browser: Browser, url: str) -> None:
+    browser.eval("window.emocaViewer = undefined")  # never read the last page's state
+    browser.events.clear()
+    browser.call("Page.navigate", url=url)
+    browser.wait_for("window.emocaViewer && window.emocaViewer.ready", 90)
+
+
+def _box(browser: Browser, element_id: str) -> tuple[int, int, int, int]:
+    r = browser.eval(f"(r => [r.left, r.top, r.right, r.bottom])"
+                     f"(document.getElementById('{element_id}').getBoundingClientRect())")
+    return tuple(int(round(v)) for v in r)
+
+
+def _crop(shot: np.ndarray, box: tuple[int, int, int, int], inset: int = 2) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return shot[y0 + inset:y1 - inset, x0 + inset:x1 - inset].astype(np.int16)
+
+
+def _near(img: np.ndarray, color: tuple[int, int, int], tol: int = 24) -> np.ndarray:
+    return (np.abs(img - np.array(color, np.int16)) <= tol).all(axis=-1)
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_missing_browser_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        chromium()
+
+
+def test_bin_curve_means_equal_runs() -> None:
+    from emoca.viewer.tracks import bin_curve
+
+    v = np.arange(10, dtype=np.float64)
+    np.testing.assert_allclose(bin_curve(v, 3), [1.0, 4.0, 7.5])  # [0..2], [3..5], [6..9]
+    np.testing.assert_array_equal(bin_curve(v, 20), v)
+    two = np.stack([v, -v], 1)
+    np.testing.assert_allclose(bin_curve(two, 5)[:, 1], -(v[0::2] + v[1::2]) / 2)
+
+
+def test_catalog_and_streams_follow_the_files(server: Server, rec) -> None:
+    """Every number the page gets is the output's own: FLAME on the saved codes (float16),
+    the inverse of the saved crop matrices, the saved frame times and emotion."""
+    import torch
+
+    from emoca.face_model.flame import FLAME
+
+    index = json.loads(server.get("data/index.json"))
+    items = {it["id"]: it for it in index["items"]}
+    assert set(items) == {"astronaut", "clip"}
+    face = items["astronaut"]["faces"][0]
+    assert face["glb"] == "out/astronaut/face_0/mesh_coarse.glb" and face["tool"] == "reconstruct"
+    assert server.get(face["glb"])[:4] == b"glTF"
+    assert server.get(items["astronaut"]["media"]) == (rec["inputs"] / "astronaut.png").read_bytes()
+    clip = items["clip"]
+    assert [t["id"] for t in clip["tracks"]] == ["track_0"] and clip["fps"] == 10
+    meta = json.loads(server.get(clip["tracks"][0]["meta"]))
+    codes = dict(np.load(rec["out"] / "clip" / "track_0" / "codes.npz"))
+    assert meta["frames"] == N_FRAMES and meta["frame"] == list(range(N_FRAMES))
+    np.testing.assert_allclose(meta["time"], codes["time"], atol=1e-4)
+    np.testing.assert_allclose(meta["curves"]["valence"], codes["valence"], atol=1e-4)
+    np.testing.assert_allclose(meta["curves"]["probs"], codes["emotion_probs"], atol=1e-4)
+
+    flame = FLAME.from_file(rec["assets"] / "FLAME" / "geometry" / "generic_model.pkl")
+    with torch.no_grad():
+        want = flame(torch.as_tensor(codes["shape"]), torch.as_tensor(codes["exp"]),
+                     torch.as_tensor(codes["pose"])).vertices.numpy()
+    got = np.frombuffer(server.get(meta["verts"].format(chunk="00000")), np.float16)
+    got = got.astype(np.float32).reshape(N_FRAMES, meta["vertex_count"], 3)
+    np.testing.assert_allclose(got, want, atol=2e-4)  # float16: 2^-11 of ~0.1 m
+    faces = np.frombuffer(server.get(meta["faces"]), np.uint32).reshape(-1, 3)
+    np.testing.assert_array_equal(faces, flame.faces.numpy())
+    data = json.loads(server.get(meta["frame_data"].format(chunk="00000")))
+    inv = np.linalg.inv(codes["image_to_crop"]).reshape(N_FRAMES, 9)
+    np.testing.assert_allclose(data["crop_to_image"], inv, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(data["cam"], codes["cam"], atol=1e-5)
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        server.get("out/../../etc/passwd")
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        server.get(meta["verts"].format(chunk="00001"))
+
+
+def test_page_in_chromium_draws_face_moves_and_curves(server: Server, browser: Browser,
+                                                      tmp_path: Path) -> None:
+    _open(browser, server.url + "?item=clip")
+    st = browser.eval("window.emocaViewer.state")
+    assert st["item"] == "clip" and st["tracks"] == ["track_0"] and st["frames"] == N_FRAMES
+    assert st["hasVertices"] and st["errors"] == []
+    shots = {}
+    for frame in (0, N_FRAMES - 1):
+        assert browser.eval(f"window.emocaViewer.seekFrame({frame})") == frame
+        assert browser.eval("window.emocaViewer.state.frameShown") == frame
+        shots[frame] = browser.screenshot()
+        Image.fromarray(shots[frame]).save(tmp_path / f"viewer_{frame}.png")
+    assert browser.errors() == [], browser.errors()
+
+    pane = _box(browser, "three-canvas")
+    a, b = (_crop(shots[f], pane) for f in (0, N_FRAMES - 1))
+    # the face: pixels unlike the clear colour, inside the middle of the 3D pane
+    h, w = a.shape[:2]
+    middle = a[h // 4:3 * h // 4, w // 4:3 * w // 4]
+    drawn = ~_near(middle, BG, tol=6)
+    assert drawn.mean() > 0.25, f"only {drawn.mean():.1%} of the 3D pane's middle is drawn"
+    assert _near(a[:8, :8], BG, tol=2).all()  # the corner is background: the face is framed
+    # it moves: FLAME on frame 7's codes differs from frame 0's
+    changed = (np.abs(a - b).max(axis=-1) > 8).mean()
+    assert changed > 0.002, f"the 3D face did not change between frames ({changed:.3%})"
+    # the video moved on too (the input drifts by 6 px per frame)
+    media = _box(browser, "media-pane")
+    assert np.abs(_crop(shots[0], media) - _crop(shots[N_FRAMES - 1], media)).mean() > 3
+    # the curves: valence pixels on the curve canvas, and the frame marker moved right
+    curves = _box(browser, "curves")
+    ca, cb = _crop(shots[0], curves, 0), _crop(shots[N_FRAMES - 1], curves, 0)
+    assert _near(ca, VALENCE, tol=30).sum() > 200
+    assert browser.eval("window.emocaViewer.state.curvePoints") >= 2 * N_FRAMES
+    white_a = np.flatnonzero(_near(ca, (255, 255, 255), 10).sum(axis=0) > ca.shape[0] // 2)
+    white_b = np.flatnonzero(_near(cb, (255, 255, 255), 10).sum(axis=0) > cb.shape[0] // 2)
+    assert len(white_a) and len(white_b) and white_b.mean() > white_a.mean() + 0.8 * ca.shape[1]
+    if os.environ.get("EMOCA_SAVE_SCREENSHOT"):
+        Image.fromarray(shots[N_FRAMES - 1]).save(os.environ["EMOCA_SAVE_SCREENSHOT"])
+
+
+def test_clicking_the_curve_jumps_there(server: Server, browser: Browser) -> None:
+    _open(browser, server.url + "?item=clip")
+    x0, y0, x1, y1 = _box(browser, "curves")
+    x = x0 + (x1 - x0) * (4.5 / 7)  # between frames 4 and 5 on a 0..0.7 s axis
+    for kind in ("mousePressed", "mouseReleased"):
+        browser.call("Input.dispatchMouseEvent", type=kind, x=x, y=(y0 + y1) / 2,
+                     button="left", clickCount=1)
+    browser.wait_for("window.emocaViewer.state.frameShown === 4", 20)
+
+
+def test_photo_face_glb_and_overlay_projection(server: Server, browser: Browser, rec) -> None:
+    """The overlay's model->image map (view3d.js) against README's formula in numpy:
+    crop x' = s (x + tx), y' = -s (y + ty); crop pixel = (x' + 1) S / 2 - 0.5; image pixel =
+    inverse(image_to_crop) @ crop pixel."""
+    _open(browser, server.url + "?item=astronaut")
+    st = browser.eval("window.emocaViewer.state")
+    assert st["item"] == "astronaut" and st["sub"] == "face_0" and st["errors"] == []
+    a = _crop(browser.screenshot(), _box(browser, "three-canvas"))
+    h, w = a.shape[:2]
+    assert (~_near(a[h // 4:3 * h // 4, w // 4:3 * w // 4], BG, tol=6)).mean() > 0.25
+    face_dir = rec["out"] / "astronaut" / "face_0"
+    pts = np.asarray(json.loads((face_dir / "landmarks.json").read_text())["landmarks3d"])
+    face = json.loads((face_dir / "face.json").read_text())
+    saved_cam = json.loads((face_dir / "codes.json").read_text())["codes"]["cam"]
+    crop_to_image = np.linalg.inv(np.asarray(face["image_to_crop"]))
+    for cam in (saved_cam, [7.5, 0.01, -0.02]):  # the saved one, and a face-sized one
+        got = np.asarray(browser.eval(
+            "import('./static/view3d.js').then(m => { const e = m.modelToImage("
+            f"{json.dumps(cam)}, {json.dumps(crop_to_image.reshape(-1).tolist())}, 224)"
+            f".elements; return {json.dumps(pts.tolist())}.map(p => "
+            "[e[0]*p[0] + e[4]*p[1] + e[8]*p[2] + e[12], "
+            "e[1]*p[0] + e[5]*p[1] + e[9]*p[2] + e[13]]); })"))
+        s, tx, ty = cam
+        u = (s * (pts[:, 0] + tx) + 1) * 112 - 0.5
+        v = (-s * (pts[:, 1] + ty) + 1) * 112 - 0.5
+        want = (crop_to_image @ np.stack([u, v, np.ones_like(u)]))[:2].T
+        np.testing.assert_allclose(got, want, atol=1e-3)
+    assert browser.errors() == [], browser.errors()

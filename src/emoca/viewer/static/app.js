@@ -112,8 +112,13 @@ async function selectSub(id) {
   else await selectFace();
 }
 
+function transport(enabled) {
+  for (const id of ['step-back', 'play', 'step-fwd', 'scrub']) $(id).disabled = !enabled;
+}
+
 async function selectFace() {
   state.frames = 1;
+  transport(false);
   $('scrub').max = 0;
   curves.set(null);
   await showFaceObject();
@@ -143,6 +148,7 @@ async function showFaceObject() {
 }
 
 async function selectTrack() {
+  transport(true);
   stream = await TrackStream.open(sub.meta);
   const m = stream.meta;
   state.frames = m.frames;
@@ -162,6 +168,7 @@ async function selectTrack() {
 }
 
 async function selectAnimation() {
+  transport(true);
   const g = await load(item.glb, gltf);
   const scene = g.scene; // one animation per page: no clone needed
   view.show(scene);
@@ -248,7 +255,8 @@ function seekFrame(i) {
   if (item.type === 'video') {
     seekTime(frameTime(i));
     if (video.hidden) showFrame(i);
-  } else if (anim) setAnimTime(i / item.fps);
+  } else if (anim && !video.hidden) seekTime(i / item.fps); // the video is the clock
+  else if (anim) setAnimTime(i / item.fps);
   resolveWaiters(); // already there
   return p;
 }
@@ -359,6 +367,13 @@ window.emocaViewer = {
     for (const id of ['view', 'wireframe', 'overlay']) $(id).dispatchEvent(new Event('change'));
   },
   get ready() { return state.ready; },
+  // morph target weights of the animation's first morphing mesh, by name
+  morphWeights: () => {
+    const m = anim && anim.meshes[0];
+    if (!m) return null;
+    return Object.fromEntries(Object.entries(m.morphTargetDictionary)
+      .map(([name, k]) => [name, m.morphTargetInfluences[k]]));
+  },
 };
 
 main().catch(fail);

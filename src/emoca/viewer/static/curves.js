@@ -59,9 +59,16 @@ export class Curves {
           acc += p;
         }
       }
+      // legend in one row on the top half's floor, on a dark strip so it stays readable
+      const lx = 6 * devicePixelRatio, ly = top - 5 * devicePixelRatio;
+      let xx = lx + 120 * devicePixelRatio;
+      g.fillStyle = 'rgba(24, 26, 31, 0.85)';
+      g.fillRect(xx - 4, ly - 11 * devicePixelRatio, w - xx, 14 * devicePixelRatio);
       labels.forEach((name, k) => {
         g.fillStyle = COLORS.probs[k % COLORS.probs.length];
-        g.fillText(name, w - 70 * devicePixelRatio, top + (12 + 11 * k) * devicePixelRatio);
+        g.fillRect(xx, ly - 8 * devicePixelRatio, 8 * devicePixelRatio, 8 * devicePixelRatio);
+        g.fillText(name, xx + 11 * devicePixelRatio, ly);
+        xx += (16 + g.measureText(name).width / devicePixelRatio) * devicePixelRatio;
       });
     }
     for (const key of ['valence', 'arousal']) {
@@ -78,8 +85,9 @@ export class Curves {
     }
     g.lineWidth = 1;
     if (tNow != null) {
-      g.strokeStyle = COLORS.marker;
-      g.beginPath(); g.moveTo(x(tNow), 0); g.lineTo(x(tNow), h); g.stroke();
+      const xm = Math.round(Math.min(w - 2, Math.max(1, x(tNow)))); // 2 px, always on canvas
+      g.fillStyle = COLORS.marker;
+      g.fillRect(xm - 1, 0, 2, h);
     }
   }
 }

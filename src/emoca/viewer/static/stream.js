@@ -46,7 +46,7 @@ export class TrackStream {
   frameAt(t, fps) {
     const times = this.meta.time;
     let lo = 0, hi = times.length - 1, best = -1;
-    const eps = 0.5 / (fps || 30);
+    const eps = 1e-3; // seconds: float noise, well under any frame period
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
       if (times[mid] <= t + eps) { best = mid; lo = mid + 1; } else hi = mid - 1;

@@ -86,6 +86,9 @@ export class View3D {
     object.updateMatrixWorld(true);
     object.traverse((o) => {
       if (!o.isMesh) return;
+      // glTF's metallicFactor defaults to 1 when a file leaves it out (trimesh's exports
+      // do): a metal face renders near black without an environment map
+      if (o.material && o.material.isMeshStandardMaterial) o.material.metalness = 0;
       this.originalMaterials.set(o, o.material);
       const om = new THREE.Mesh(o.geometry, this.omaterial);
       om.matrixAutoUpdate = false;
