@@ -404,3 +404,81 @@ def test_photo_face_glb_and_overlay_projection(server: Server, browser: Browser,
         want = (crop_to_image @ np.stack([u, v, np.ones_like(u)]))[:2].T
         np.testing.assert_allclose(got, want, atol=1e-3)
     assert browser.errors() == [], browser.errors()
+
+
+# ------------------------------------------------------------------------ animate output
+
+ANIM_NAMES = ["jawOpen", "mouthSmileLeft"]
+
+
+def _animated_glb(path: Path, times: np.ndarray, weights: np.ndarray) -> None:
+    """A glTF 2.0 file written from the spec by hand: a quad with two morph targets
+    (named in ``extras.targetNames``) and one animation channel of their weights."""
+    pos = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], np.float32) * 0.05
+    tgt = [np.tile([[0, -0.02, 0]], (4, 1)).astype(np.float32),
+           np.tile([[0.02, 0, 0.01]], (4, 1)).astype(np.float32)]
+    idx = np.array([0, 1, 2, 0, 2, 3], np.uint16)
+    blobs = [idx.tobytes() + b"\0\0", pos.tobytes(), tgt[0].tobytes(), tgt[1].tobytes(),
+             times.astype(np.float32).tobytes(), weights.astype(np.float32).tobytes()]
+    views, off = [], 0
+    for b in blobs:
+        views.append({"buffer": 0, "byteOffset": off, "byteLength": len(b)})
+        off += len(b)
+    views[0]["byteLength"] = 12
+
+    def vec3(view: int, a: np.ndarray) -> dict:
+        return {"bufferView": view, "componentType": 5126, "count": 4, "type": "VEC3",
+                "min": a.min(0).tolist(), "max": a.max(0).tolist()}
+
+    doc = {
+        "asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0, "name": "face"}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 1}, "indices": 0,
+                                    "targets": [{"POSITION": 2}, {"POSITION": 3}]}],
+                    "weights": [0.0, 0.0], "extras": {"targetNames": ANIM_NAMES}}],
+        "accessors": [
+            {"bufferView": 0, "componentType": 5123, "count": 6, "type": "SCALAR"},
+            vec3(1, pos), vec3(2, tgt[0]), vec3(3, tgt[1]),
+            {"bufferView": 4, "componentType": 5126, "count": len(times), "type": "SCALAR",
+             "min": [float(times.min())], "max": [float(times.max())]},
+            {"bufferView": 5, "componentType": 5126, "count": weights.size, "type": "SCALAR"}],
+        "bufferViews": views, "buffers": [{"byteLength": off}],
+        "animations": [{"samplers": [{"input": 4, "output": 5, "interpolation": "LINEAR"}],
+                        "channels": [{"sampler": 0, "target": {"node": 0, "path": "weights"}}]}],
+    }
+    js = json.dumps(doc).encode()
+    js += b" " * (-len(js) % 4)
+    binary = b"".join(blobs)
+    binary += b"\0" * (-len(binary) % 4)
+    glb = (b"glTF" + np.array([2, 12 + 8 + len(js) + 8 + len(binary)], "<u4").tobytes()
+           + np.array([len(js), 0x4E4F534A], "<u4").tobytes() + js
+           + np.array([len(binary), 0x004E4942], "<u4").tobytes() + binary)
+    path.write_bytes(glb)
+
+
+def test_animation_glb_plays_in_sync_with_the_video(rec, browser: Browser,
+                                                    tmp_path: Path) -> None:
+    """three.js's GLTFLoader + AnimationMixer, clocked by the video: the morph weights on
+    screen are the file's keyframes interpolated at the video's current time."""
+    out = tmp_path / "anim"
+    out.mkdir()
+    times = np.arange(N_FRAMES, dtype=np.float32) / 10
+    w = np.stack([np.linspace(0, 1, N_FRAMES), np.linspace(0.8, 0.1, N_FRAMES) ** 2], 1)
+    _animated_glb(out / "animation.glb", times, w)
+    (out / "animation.json").write_text(json.dumps({
+        "fps": 10, "frames": N_FRAMES, "morph_targets": ANIM_NAMES,
+        "video": str(rec["inputs"] / "clip.mp4")}))
+    s = Server(out)
+    try:
+        _open(browser, s.url)
+        st = browser.eval("window.emocaViewer.state")
+        assert st["kind"] == "animation" and st["frames"] == N_FRAMES and st["errors"] == []
+        for frame in (2, 6):
+            assert browser.eval(f"window.emocaViewer.seekFrame({frame})") == frame
+            t = browser.eval("document.getElementById('video').currentTime")
+            got = browser.eval("window.emocaViewer.morphWeights()")
+            for k, name in enumerate(ANIM_NAMES):
+                assert got[name] == pytest.approx(np.interp(t, times, w[:, k]), abs=1e-5)
+        assert browser.errors() == [], browser.errors()
+    finally:
+        s.close()

@@ -67,6 +67,18 @@ def _url_out(root: Path, path: Path) -> str:
     return "out/" + path.relative_to(root).as_posix()
 
 
+def _input_path(root: Path, recorded: object) -> Path | None:
+    """The input file an output names: its paths are as the user typed them, so a relative
+    one is tried from here, then beside and inside the output folder."""
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    p = Path(recorded)
+    for candidate in (p,) if p.is_absolute() else (p, root.parent / p, root / p):
+        if candidate.is_file():
+            return candidate.resolve()
+    return p
+
+
 def _media_url(item_id: str, media: Path | None) -> str | None:
     if media is None or not media.is_file():
         return None
@@ -123,9 +135,8 @@ def _animation_record(root: Path, d: Path, item_id: str) -> tuple[dict[str, Any]
     meta = read_json(d / "animation.json") or {}
     media = None
     for key in ("video", "source", "input"):
-        v = meta.get(key)
-        if isinstance(v, str) and Path(v).is_file():
-            media = Path(v)
+        media = _input_path(root, meta.get(key))
+        if media is not None and media.is_file():
             break
     rec = {"id": item_id, "type": "animation", "glb": _url_out(root, d / "animation.glb"),
            "animation": meta, "fps": meta.get("fps"), "frames": meta.get("frames"),
@@ -147,7 +158,7 @@ def _scan_item(root: Path, d: Path, item_id: str) -> Item | None:
         return Item(item_id, d, media, rec)
     video = read_json(d / "video.json")
     if video is not None:
-        media = Path(video["video"]) if video.get("video") else None
+        media = _input_path(root, video.get("video"))
         tracks = {p.name: p for p in _sorted_dirs(d, "track_")
                   if (p / "codes.npz").is_file() or (p / "params.npz").is_file()}
         rec = {"id": item_id, "type": "video", "media": _media_url(item_id, media),
@@ -162,7 +173,7 @@ def _scan_item(root: Path, d: Path, item_id: str) -> Item | None:
     if photo is None and not faces_dirs:
         return None
     photo = photo or {}
-    media = Path(photo["image"]) if photo.get("image") else None
+    media = _input_path(root, photo.get("image"))
     rec = {"id": item_id, "type": "image", "media": _media_url(item_id, media),
            "size": photo.get("size"), "faces": [_face_record(root, p) for p in faces_dirs],
            "tracks": []}

@@ -244,7 +244,7 @@ function frameTime(i) {
 }
 
 function seekTime(t) {
-  if (item.type === 'video' && !video.hidden) {
+  if (!video.hidden && (item.type === 'video' || anim)) { // the video is the clock
     video.currentTime = Math.max(0, t) + 0.25 / (item.fps || 30);
   } else if (anim) setAnimTime(Math.max(0, t));
 }
@@ -284,7 +284,7 @@ function tick(now) {
     ? `frame ${state.frame + 1}/${state.frames}  ${(t ?? 0).toFixed(2)} s` : 'photo';
   curves.draw(stream ? frameTime(Math.max(0, state.frameShown)) : null);
   state.curvePoints = curves.pointsDrawn;
-  view.render(dt, mediaBox());
+  view.render(mediaBox());
   requestAnimationFrame(tick);
 }
 

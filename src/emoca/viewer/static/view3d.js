@@ -167,8 +167,7 @@ export class View3D {
   }
 
   // box: where the media is drawn inside its pane (CSS pixels), for the overlay canvas
-  render(dt, box) {
-    if (this.mixer && dt) this.mixer.update(dt);
+  render(box) {
     this.resize();
     this.renderer.render(this.scene, this.camera);
     const o = this.overlay;
