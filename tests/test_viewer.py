@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -482,3 +481,135 @@ def test_animation_glb_plays_in_sync_with_the_video(rec, browser: Browser,
         assert browser.errors() == [], browser.errors()
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------------------- fit output
+
+
+@pytest.fixture(scope="module")
+def fit_out(rec) -> Path:
+    """A fitted video track written by fit's own writer (``write_fit_track``) with a known
+    performance: jawOpen rises 0 -> 0.8 and the head turns. (Running the fit itself takes
+    minutes on this CPU; its photo outputs are covered by tests/test_fit.py.) The crop
+    matrices are the reconstruct track's, so the overlay sits where the face was found."""
+    import torch
+
+    from emoca.face_model.ict import ICTFaceModel
+    from emoca.pipeline.fit_files import MeshData, write_fit_track
+
+    model = ICTFaceModel.default()
+    out = rec["root"] / "fit_out"
+    clip = out / "clip"
+    names = list(model.expression_names)
+    codes = np.load(rec["out"] / "clip" / "track_0" / "codes.npz")
+    t = np.linspace(0, 1, N_FRAMES, dtype=np.float32)
+    expr = np.zeros((N_FRAMES, len(names)), np.float32)
+    expr[:, names.index("jawOpen")] = 0.8 * t
+    arrays = {"frame": np.arange(N_FRAMES), "time": np.arange(N_FRAMES) / 10.0,
+              "identity": np.zeros((N_FRAMES, 100), np.float32), "expression": expr,
+              "rotation": np.stack([0 * t, 0.5 * t - 0.25, 0 * t], 1).astype(np.float32),
+              "cam": np.tile(np.float32([0.045, 0.0, 2.0]), (N_FRAMES, 1)),
+              "image_to_crop": codes["image_to_crop"]}
+    neutral = model(identity=torch.zeros(1, 100)).vertices[0]
+    write_fit_track(clip / "track_0", arrays, MeshData(neutral, model.faces, model.uv_coords,
+                                                       model.uv_faces), tuple(names))
+    (clip / "video.json").write_text(json.dumps({
+        "video": str(rec["inputs"] / "clip.mp4"), "fps": 10.0, "size": [256, 256],
+        "frames_read": N_FRAMES, "tracks": {"0": N_FRAMES}}))
+    return out
+
+
+def test_fit_track_meshes_bars_and_motion(fit_out: Path, browser: Browser) -> None:
+    import torch
+
+    from emoca.face_model.ict import ICTFaceModel
+
+    s = Server(fit_out)
+    try:
+        meta = json.loads(s.get("data/clip/track_0/meta.json"))
+        assert meta["face_model"] == "ict" and meta["units"] == "cm"
+        a = dict(np.load(fit_out / "clip" / "track_0" / "params.npz"))
+        model = ICTFaceModel.default()
+        with torch.no_grad():
+            want = model(identity=torch.as_tensor(a["identity"]),
+                         expression=torch.as_tensor(a["expression"]),
+                         rotation=torch.as_tensor(a["rotation"])).vertices.numpy()
+        got = np.frombuffer(s.get("data/clip/track_0/verts_00000.bin"), np.float16)
+        np.testing.assert_allclose(got.astype(np.float32).reshape(want.shape), want,
+                                   atol=0.02)  # cm; float16 steps are 2^-11 of the value
+
+        _open(browser, s.url + "?item=clip")
+        st = browser.eval("window.emocaViewer.state")
+        assert st["hasVertices"] and st["errors"] == []
+        shots = []
+        for frame in (0, N_FRAMES - 1):
+            assert browser.eval(f"window.emocaViewer.seekFrame({frame})") == frame
+            bars = browser.eval("window.emocaViewer.state.bars")
+            assert bars["title"] == "ARKit blendshapes"
+            jaw = a["expression"][frame, meta["blendshape_names"].index("jawOpen")]
+            assert bars["values"]["jawOpen"] == pytest.approx(jaw, abs=1e-4)
+            shots.append(_crop(browser.screenshot(), _box(browser, "three-canvas")))
+        h, w = shots[0].shape[:2]
+        assert (~_near(shots[0][h // 4:3 * h // 4, w // 4:3 * w // 4], BG, 6)).mean() > 0.25
+        assert (np.abs(shots[0] - shots[1]).max(axis=-1) > 8).mean() > 0.01  # jaw, head turn
+        assert browser.errors() == [], browser.errors()
+    finally:
+        s.close()
+
+
+# ------------------------------------------------------------------- export, big outputs
+
+
+def test_export_is_the_same_site(rec, server: Server, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "emoca.cli.main", "view", str(rec["out"]),
+                        "--assets", str(rec["assets"]), "--export", str(site)],
+                       capture_output=True, text=True, check=True)
+    assert "wrote" in r.stdout
+    for rel in ("index.html", "static/app.js", "static/vendor/three/LICENSE",
+                "static/vendor/three/build/three.module.js", "data/index.json",
+                "data/clip/track_0/meta.json", "data/clip/track_0/faces.bin",
+                "data/clip/track_0/verts_00000.bin", "data/clip/track_0/frames_00000.json",
+                "media/clip/input.mp4", "out/astronaut/face_0/mesh_coarse.glb"):
+        assert (site / rel).read_bytes() == server.get(rel), rel
+
+
+def test_an_hour_of_video_stays_small_and_fast(rec, tmp_path: Path) -> None:
+    """108,000 frames (an hour at 30 fps): the page's first request stays a few MB and
+    quick, and any chunk costs the same as the first."""
+    from emoca.viewer.server import Site
+
+    out = tmp_path / "long"
+    shutil.copytree(rec["out"] / "clip", out / "clip")
+    a = dict(np.load(out / "clip" / "track_0" / "codes.npz"))
+    n = 108_000
+    big = {k: np.resize(v, (n, *v.shape[1:])) for k, v in a.items()}
+    big["frame"], big["time"] = np.arange(n), np.arange(n) / 30.0
+    np.savez(out / "clip" / "track_0" / "codes.npz", **big)
+    site = Site(out, assets=rec["assets"])
+    t0 = time.perf_counter()
+    meta, _ = site.get("data/clip/track_0/meta.json")
+    t_meta = time.perf_counter() - t0
+    m = json.loads(meta)
+    assert m["frames"] == n and len(m["curves"]["time"]) == 2000
+    assert len(meta) < 4_000_000, len(meta)
+    t0 = time.perf_counter()
+    last = m["chunks"] - 1
+    verts, _ = site.get(f"data/clip/track_0/verts_{last:05d}.bin")
+    frames, _ = site.get(f"data/clip/track_0/frames_{last:05d}.json")
+    t_chunk = time.perf_counter() - t0
+    assert len(verts) == (n - last * m["chunk"]) * m["vertex_count"] * 3 * 2
+    assert json.loads(frames)["start"] == last * m["chunk"]
+    print(f"hour of video: meta.json {len(meta) / 1e6:.2f} MB in {t_meta:.2f} s, "
+          f"last chunk in {t_chunk:.2f} s")
+    assert t_meta < 5 and t_chunk < 5
+
+
+def test_view_errors_are_one_line(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "emoca.cli.main", "view", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "no output of emoca reconstruct, fit or animate" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([sys.executable, "-m", "emoca.cli.main", "view", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "not a folder" in r.stderr

@@ -106,7 +106,8 @@ def _face_record(root: Path, d: Path) -> dict[str, Any]:
                         if (d / "mesh_coarse.glb").is_file() else None),
                    detail_obj=(_url_out(root, d / "mesh_detail.obj")
                                if (d / "mesh_detail.obj").is_file() else None),
-                   cam=c.get("cam"), image_to_crop=face.get("image_to_crop", c.get("image_to_crop")),
+                   cam=c.get("cam"),
+                   image_to_crop=face.get("image_to_crop", c.get("image_to_crop")),
                    crop_size=face.get("crop_size", CROP_SIZE), box=face.get("box"),
                    emotion=face.get("emotion"), units="m")
         if "valence" in c:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,12 +103,45 @@ class Mesher:
         return FLAME.from_file(a.path("flame_model"), None, n_shape=n_shape, n_exp=n_exp)
 
 
+class _LazyNpz(Mapping[str, np.ndarray]):
+    """An npz file whose arrays are read on first use: an hour-long codes.npz holds
+    ~300 MB of codes, the page needs a few of them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                self._names = list(z.files)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path}: not a readable npz ({e})") from e
+        self._cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        with self._lock:
+            if key not in self._cache:
+                if key not in self._names:
+                    raise KeyError(key)
+                try:
+                    with np.load(self.path, allow_pickle=False) as z:
+                        self._cache[key] = z[key]
+                except (OSError, ValueError) as e:
+                    raise InputError(f"{self.path}: array {key!r} unreadable ({e})") from e
+            return self._cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 @dataclass
 class Track:
     """One video track folder read for the page (module doc)."""
 
     folder: Path
-    arrays: dict[str, np.ndarray]
+    arrays: _LazyNpz
     tool: str  # "reconstruct" or "fit"
     kind: str  # face model: "flame" or "ict"
     names: list[str] | None  # blendshape names (fit with ICT-FaceKit)
@@ -117,11 +151,7 @@ class Track:
         for name, tool in (("codes.npz", "reconstruct"), ("params.npz", "fit")):
             path = folder / name
             if path.is_file():
-                try:
-                    with np.load(path, allow_pickle=False) as z:
-                        arrays = {k: z[k] for k in z.files}
-                except (OSError, ValueError) as e:
-                    raise InputError(f"{path}: not a readable npz ({e})") from e
+                arrays = _LazyNpz(path)
                 if "frame" not in arrays or "time" not in arrays:
                     raise InputError(f"{path}: no 'frame'/'time' arrays (not a track file)")
                 kind = "ict" if "identity" in arrays else "flame"
@@ -136,7 +166,7 @@ class Track:
         import torch
 
         a = self.arrays
-        t = {k: torch.as_tensor(np.asarray(v[sl], dtype=np.float32)) for k, v in a.items()
+        t = {k: torch.as_tensor(np.asarray(a[k][sl], dtype=np.float32)) for k in a
              if k in ("shape", "exp", "pose", "identity", "expression", "rotation")}
         if self.kind == "ict":
             return {"identity": t["identity"], "expression": t["expression"],

@@ -23,6 +23,11 @@ let wanted = -1, showing = Promise.resolve(), lastTick = performance.now();
 const cache = new Map(); // url -> Promise<object>
 const waiters = []; // [frame, resolve]
 
+function setBars(title, values, sortByValue = false) {
+  state.bars = { title, values };
+  $('bars').innerHTML = drawBars(title, values, sortByValue);
+}
+
 function note(text) { state.note = text; $('three-note').textContent = text || ''; }
 function fail(e) {
   const msg = e && e.message ? e.message : String(e);
@@ -125,13 +130,13 @@ async function selectFace() {
   const f = sub;
   const m = f.image_to_crop ? invert3(f.image_to_crop) : null;
   setOverlay(f.cam, m, f.crop_size || 224);
-  if (f.arkit) $('bars').innerHTML = drawBars($('bars'), 'ARKit blendshapes', f.arkit, true);
+  if (f.arkit) setBars('ARKit blendshapes', f.arkit, true);
   else if (f.emotion_codes || f.emotion) {
     const e = f.emotion || {};
     const v = { valence: e.valence ?? f.emotion_codes.valence, arousal: e.arousal ?? f.emotion_codes.arousal,
       ...(e.probabilities || {}) };
-    $('bars').innerHTML = drawBars($('bars'), `emotion${e.label ? ': ' + e.label : ''}`, v);
-  } else $('bars').innerHTML = '';
+    setBars(`emotion${e.label ? ': ' + e.label : ''}`, v);
+  } else setBars('', {});
   state.frameShown = state.frame = 0;
   note(f.glb ? '' : 'no mesh file in this face folder');
 }
@@ -196,7 +201,7 @@ function setAnimTime(t) {
   if (m) {
     const w = {};
     for (const [name, k] of Object.entries(m.morphTargetDictionary)) w[name] = m.morphTargetInfluences[k];
-    $('bars').innerHTML = drawBars($('bars'), 'morph targets', w, true);
+    setBars('morph targets', w, true);
   }
   resolveWaiters();
 }
@@ -212,14 +217,14 @@ function showFrame(i) {
     setOverlay(fr.cam, fr.crop_to_image, stream.meta.crop_size);
     if (fr.weights && stream.meta.blendshape_names) {
       const w = Object.fromEntries(stream.meta.blendshape_names.map((n, k) => [n, fr.weights[k]]));
-      $('bars').innerHTML = drawBars($('bars'), 'ARKit blendshapes', w, true);
+      setBars('ARKit blendshapes', w, true);
     } else if (stream.meta.curves) {
       const c = stream.meta.curves, t = stream.meta.time[i];
       let b = 0;
       while (b + 1 < c.time.length && c.time[b + 1] <= t) b++;
       const v = { valence: c.valence[b], arousal: c.arousal[b] };
       (c.labels || []).forEach((n, k) => { v[n] = c.probs[b][k]; });
-      $('bars').innerHTML = drawBars($('bars'), 'emotion', v);
+      setBars('emotion', v);
     }
     state.frameShown = i;
     resolveWaiters();

@@ -93,7 +93,7 @@ export class Curves {
 }
 
 // one row per name: label, bar (0..1), value; `values` maps name -> number
-export function drawBars(el, title, values, sortByValue = false) {
+export function drawBars(title, values, sortByValue = false) {
   let entries = Object.entries(values || {});
   if (sortByValue) entries = entries.sort((a, b) => b[1] - a[1]);
   const rows = entries.map(([name, v]) => {
