@@ -519,7 +519,8 @@ def fit_out(rec) -> Path:
     return out
 
 
-def test_fit_track_meshes_bars_and_motion(fit_out: Path, browser: Browser) -> None:
+def test_fit_track_meshes_bars_and_motion(fit_out: Path, browser: Browser,
+                                          tmp_path: Path) -> None:
     import torch
 
     from emoca.face_model.ict import ICTFaceModel
@@ -548,7 +549,9 @@ def test_fit_track_meshes_bars_and_motion(fit_out: Path, browser: Browser) -> No
             assert bars["title"] == "ARKit blendshapes"
             jaw = a["expression"][frame, meta["blendshape_names"].index("jawOpen")]
             assert bars["values"]["jawOpen"] == pytest.approx(jaw, abs=1e-4)
-            shots.append(_crop(browser.screenshot(), _box(browser, "three-canvas")))
+            full = browser.screenshot()
+            Image.fromarray(full).save(tmp_path / f"fit_{frame}.png")
+            shots.append(_crop(full, _box(browser, "three-canvas")))
         h, w = shots[0].shape[:2]
         assert (~_near(shots[0][h // 4:3 * h // 4, w // 4:3 * w // 4], BG, 6)).mean() > 0.25
         assert (np.abs(shots[0] - shots[1]).max(axis=-1) > 8).mean() > 0.01  # jaw, head turn
