@@ -373,6 +373,28 @@ def test_clicking_the_curve_jumps_there(server: Server, browser: Browser) -> Non
         browser.call("Input.dispatchMouseEvent", type=kind, x=x, y=(y0 + y1) / 2,
                      button="left", clickCount=1)
     browser.wait_for("window.emocaViewer.state.frameShown === 4", 20)
+    # play: the video runs and the 3D face follows it to the last frame
+    browser.eval("document.getElementById('play').click()")
+    browser.wait_for(f"window.emocaViewer.state.frameShown === {N_FRAMES - 1}", 20)
+    assert browser.errors() == [], browser.errors()
+
+
+def test_without_flame_a_track_shows_its_identity_mesh(rec, browser: Browser,
+                                                       tmp_path: Path) -> None:
+    s = Server(rec["out"], "--assets", str(tmp_path))  # an assets folder without FLAME
+    try:
+        meta = json.loads(s.get("data/clip/track_0/meta.json"))
+        assert meta["vertex_count"] == 0 and meta["faces"] is None
+        assert str(tmp_path) in meta["no_vertices"]  # the hint names where it looked
+        _open(browser, s.url + "?item=clip")
+        st = browser.eval("window.emocaViewer.state")
+        assert not st["hasVertices"] and st["note"].startswith("identity mesh only")
+        a = _crop(browser.screenshot(), _box(browser, "three-canvas"))
+        h, w = a.shape[:2]
+        assert (~_near(a[h // 4:3 * h // 4, w // 4:3 * w // 4], BG, 6)).mean() > 0.25
+        assert browser.errors() == [], browser.errors()
+    finally:
+        s.close()
 
 
 def test_photo_face_glb_and_overlay_projection(server: Server, browser: Browser, rec) -> None:
@@ -461,23 +483,28 @@ def test_animation_glb_plays_in_sync_with_the_video(rec, browser: Browser,
     screen are the file's keyframes interpolated at the video's current time."""
     out = tmp_path / "anim"
     out.mkdir()
-    times = np.arange(N_FRAMES, dtype=np.float32) / 10
-    w = np.stack([np.linspace(0, 1, N_FRAMES), np.linspace(0.8, 0.1, N_FRAMES) ** 2], 1)
+    n, start = N_FRAMES - 2, 0.2  # a track that starts at the clip's frame 2
+    times = np.arange(n, dtype=np.float32) / 10
+    w = np.stack([np.linspace(0, 1, n), np.linspace(0.8, 0.1, n) ** 2], 1)
     _animated_glb(out / "animation.glb", times, w)
+    # animation.json as emoca animate writes it: animation time = video time - start_time_s
     (out / "animation.json").write_text(json.dumps({
-        "fps": 10, "frames": N_FRAMES, "morph_targets": ANIM_NAMES,
+        "format": "emoca-animation", "fps": 10, "frames": n, "start_time_s": start,
+        "times_s": times.tolist(), "morph_targets": ANIM_NAMES,
         "video": str(rec["inputs"] / "clip.mp4")}))
     s = Server(out)
     try:
         _open(browser, s.url)
         st = browser.eval("window.emocaViewer.state")
-        assert st["kind"] == "animation" and st["frames"] == N_FRAMES and st["errors"] == []
-        for frame in (2, 6):
+        assert st["kind"] == "animation" and st["frames"] == n and st["errors"] == []
+        for frame in (1, 4):
             assert browser.eval(f"window.emocaViewer.seekFrame({frame})") == frame
             t = browser.eval("document.getElementById('video').currentTime")
+            assert times[frame] + start <= t < times[frame] + start + 0.1
             got = browser.eval("window.emocaViewer.morphWeights()")
             for k, name in enumerate(ANIM_NAMES):
-                assert got[name] == pytest.approx(np.interp(t, times, w[:, k]), abs=1e-5)
+                want = np.interp(t - start, times, w[:, k])
+                assert got[name] == pytest.approx(want, abs=1e-5)
         assert browser.errors() == [], browser.errors()
     finally:
         s.close()

@@ -183,20 +183,33 @@ async function selectAnimation() {
   anim = { clip, action: clip ? view.mixer.clipAction(clip).play() : null, t: 0, playing: false,
     meshes: [] };
   scene.traverse((o) => { if (o.morphTargetInfluences && o.morphTargetDictionary) anim.meshes.push(o); });
-  const fps = item.fps || (item.animation && item.animation.fps) || 30;
+  const meta = item.animation || {};
+  const fps = item.fps || meta.fps || 30;
   item.fps = fps;
+  // emoca animate's animation.json: animation time = video time - start_time_s; key frame
+  // times in times_s (animation time)
+  anim.offset = meta.start_time_s || 0;
+  anim.times = Array.isArray(meta.times_s) ? meta.times_s : null;
   state.frames = item.frames || Math.max(1, Math.round((clip ? clip.duration : 0) * fps) + 1);
   $('scrub').max = state.frames - 1;
   curves.set(null);
   setAnimTime(0);
 }
 
+function animFrameTime(i) { // animation time of frame i (s)
+  return anim.times ? anim.times[Math.max(0, Math.min(i, anim.times.length - 1))] : i / item.fps;
+}
+
 function setAnimTime(t) {
   if (!anim) return;
   anim.t = t;
-  view.mixer.setTime(t);
-  const fps = item.fps;
-  state.frame = state.frameShown = Math.min(state.frames - 1, Math.round(t * fps));
+  view.mixer.setTime(Math.max(0, t));
+  let i = Math.round(t * item.fps);
+  if (anim.times) { // the last key frame at or before t
+    i = 0;
+    while (i + 1 < anim.times.length && anim.times[i + 1] <= t + 1e-3) i++;
+  }
+  state.frame = state.frameShown = Math.max(0, Math.min(state.frames - 1, i));
   const m = anim.meshes[0];
   if (m) {
     const w = {};
@@ -251,7 +264,7 @@ function frameTime(i) {
 function seekTime(t) {
   if (!video.hidden && (item.type === 'video' || anim)) { // the video is the clock
     video.currentTime = Math.max(0, t) + 0.25 / (item.fps || 30);
-  } else if (anim) setAnimTime(Math.max(0, t));
+  } else if (anim) setAnimTime(Math.max(0, t - anim.offset));
 }
 
 function seekFrame(i) {
@@ -260,8 +273,8 @@ function seekFrame(i) {
   if (item.type === 'video') {
     seekTime(frameTime(i));
     if (video.hidden) showFrame(i);
-  } else if (anim && !video.hidden) seekTime(i / item.fps); // the video is the clock
-  else if (anim) setAnimTime(i / item.fps);
+  } else if (anim && !video.hidden) seekTime(animFrameTime(i) + anim.offset); // video = clock
+  else if (anim) setAnimTime(animFrameTime(i));
   resolveWaiters(); // already there
   return p;
 }
@@ -277,7 +290,8 @@ function tick(now) {
     state.frame = i;
   } else if (anim) {
     if (!video.hidden && item.media) {
-      if (Math.abs(video.currentTime - anim.t) > 1e-4) setAnimTime(video.currentTime);
+      const ta = video.currentTime - anim.offset;
+      if (Math.abs(ta - anim.t) > 1e-4) setAnimTime(ta);
     } else if (anim.playing) {
       setAnimTime((anim.t + dt) % Math.max(anim.clip ? anim.clip.duration : 1, 1e-3));
     }
