@@ -582,6 +582,12 @@ def test_fit_track_meshes_bars_and_motion(fit_out: Path, browser: Browser,
         h, w = shots[0].shape[:2]
         assert (~_near(shots[0][h // 4:3 * h // 4, w // 4:3 * w // 4], BG, 6)).mean() > 0.25
         assert (np.abs(shots[0] - shots[1]).max(axis=-1) > 8).mean() > 0.01  # jaw, head turn
+        # the curves: jawOpen's rise is the one blendshape curve (the rest are flat zeros)
+        assert "jawOpen" in meta["curves"]["series"]
+        np.testing.assert_allclose(meta["curves"]["series"]["jawOpen"],
+                                   a["expression"][:, meta["blendshape_names"].index("jawOpen")],
+                                   atol=1e-4)
+        assert browser.eval("window.emocaViewer.state.curvePoints") >= N_FRAMES
         assert browser.errors() == [], browser.errors()
     finally:
         s.close()

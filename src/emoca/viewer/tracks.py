@@ -35,6 +35,7 @@ __all__ = ["CHUNK", "CURVE_POINTS", "AFFECTNET_CLASSES", "Track", "Mesher", "bin
 
 CHUNK = 16  # frames per chunk: 16 x 5023 x 3 x 2 bytes = 0.5 MB for FLAME
 CURVE_POINTS = 2000  # curves are drawn a few hundred pixels wide: more points add nothing
+CURVE_SERIES = 6  # blendshape curves drawn for a fitted track (the most varying ones)
 AFFECTNET_CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger",
                      "contempt")
 
@@ -251,6 +252,14 @@ class Track:
             if "emotion_probs" in a:
                 curves["probs"] = _round(bin_curve(a["emotion_probs"]), 4)
                 curves["labels"] = list(AFFECTNET_CLASSES[:a["emotion_probs"].shape[1]])
+        if not curves and self.kind == "ict" and self.names and "expression" in a:
+            # a fitted track has no emotion per frame: its most active blendshapes instead
+            e = np.asarray(a["expression"], np.float32)
+            top = np.argsort(-e.std(0) - 1e-3 * e.mean(0), kind="stable")[:CURVE_SERIES]
+            top = [k for k in top if e[:, k].std() > 1e-6] or list(top[:1])  # not flat ones
+            curves = {"time": _round(bin_curve(a["time"]), 4),
+                      "series": {self.names[k]: _round(bin_curve(e[:, k]), 4)
+                                 for k in sorted(top)}}
         meta["curves"] = curves or None
         return meta
 

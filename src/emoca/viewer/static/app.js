@@ -231,7 +231,7 @@ function showFrame(i) {
     if (fr.weights && stream.meta.blendshape_names) {
       const w = Object.fromEntries(stream.meta.blendshape_names.map((n, k) => [n, fr.weights[k]]));
       setBars('ARKit blendshapes', w, true);
-    } else if (stream.meta.curves) {
+    } else if (stream.meta.curves && stream.meta.curves.valence) {
       const c = stream.meta.curves, t = stream.meta.time[i];
       let b = 0;
       while (b + 1 < c.time.length && c.time[b + 1] <= t) b++;
@@ -349,7 +349,8 @@ function gallery() {
     const face = it.faces && it.faces[0];
     const thumb = it.media && it.type === 'image' ? it.media
       : face && (face.images.overlay_full || face.images.overlay) || '';
-    const img = thumb ? `<img loading="lazy" src="${thumb}" alt="">` : '<div style="height:72px;width:72px;background:#333"></div>';
+    const img = thumb ? `<img loading="lazy" src="${thumb}" alt="">`
+      : `<div class="thumb">${it.type === 'video' ? '&#9654; video' : it.type}</div>`;
     return `<figure data-id="${it.id}">${img}<figcaption>${it.id} (${it.type})</figcaption></figure>`;
   }).join('');
   g.querySelectorAll('figure').forEach((f) =>

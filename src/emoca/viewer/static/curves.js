@@ -43,9 +43,11 @@ export class Curves {
     const x = (t) => ((t - this.t0) / (this.t1 - this.t0)) * (w - 1);
     const top = h * 0.5, pad = 4;
     const yVA = (v) => pad + (1 - (Math.max(-1, Math.min(1, v)) + 1) / 2) * (top - 2 * pad);
-    g.strokeStyle = COLORS.grid;
-    g.beginPath(); g.moveTo(0, yVA(0)); g.lineTo(w, yVA(0)); g.moveTo(0, top); g.lineTo(w, top);
-    g.stroke();
+    if (cv.valence) { // zero line of valence/arousal, and the floor of the top half
+      g.strokeStyle = COLORS.grid;
+      g.beginPath(); g.moveTo(0, yVA(0)); g.lineTo(w, yVA(0)); g.moveTo(0, top); g.lineTo(w, top);
+      g.stroke();
+    }
     const n = cv.time.length;
     if (cv.probs) { // stacked areas, bottom half, one column per point
       const labels = cv.labels || [];
@@ -69,6 +71,22 @@ export class Curves {
         g.fillRect(xx, ly - 8 * devicePixelRatio, 8 * devicePixelRatio, 8 * devicePixelRatio);
         g.fillText(name, xx + 11 * devicePixelRatio, ly);
         xx += (16 + g.measureText(name).width / devicePixelRatio) * devicePixelRatio;
+      });
+    }
+    if (cv.series) { // blendshape weights 0..1 over the whole height
+      const y01 = (v) => pad + (1 - Math.max(0, Math.min(1, v))) * (h - 2 * pad);
+      let lx = 6 * devicePixelRatio;
+      Object.entries(cv.series).forEach(([name, vals], k) => {
+        const col = COLORS.probs[(k + 1) % COLORS.probs.length];
+        g.strokeStyle = col;
+        g.lineWidth = 2 * devicePixelRatio;
+        g.beginPath();
+        vals.forEach((v, i) => (i ? g.lineTo(x(cv.time[i]), y01(v)) : g.moveTo(x(cv.time[i]), y01(v))));
+        g.stroke();
+        this.pointsDrawn += vals.length;
+        g.fillStyle = col;
+        g.fillText(name, lx, 14 * devicePixelRatio);
+        lx += g.measureText(name).width + 14 * devicePixelRatio;
       });
     }
     for (const key of ['valence', 'arousal']) {
