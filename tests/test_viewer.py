@@ -543,7 +543,58 @@ def fit_out(rec) -> Path:
     (clip / "video.json").write_text(json.dumps({
         "video": str(rec["inputs"] / "clip.mp4"), "fps": 10.0, "size": [256, 256],
         "frames_read": N_FRAMES, "tracks": {"0": N_FRAMES}}))
+    _fit_photo(out / "astronaut", rec["inputs"] / "astronaut.png", model)
     return out
+
+
+FIT_WEIGHTS = {"jawOpen": 0.55, "mouthSmile_L": 0.7, "eyeBlink_R": 0.3}
+
+
+def _fit_photo(dest: Path, photo: Path, model) -> None:
+    """A photo face written by fit's own writer (``write_fit_face``), known weights."""
+    import torch
+
+    from emoca.pipeline.fit_files import FitFace, MeshData, write_fit_face
+
+    names = list(model.expression_names)
+    e = torch.zeros(1, len(names))
+    for k, v in FIT_WEIGHTS.items():
+        e[0, names.index(k)] = v
+    verts = model(expression=e).vertices[0]
+    i2c = [[0.9, 0.0, -110.0], [0.0, 0.9, -40.0], [0.0, 0.0, 1.0]]
+    record = {"face_model": "ict", "source": str(photo), "face_index": 0,
+              "box": [150.0, 60.0, 330.0, 280.0], "camera": [0.05, 0.0, 0.0],
+              "image_to_crop": i2c,
+              "arkit_blendshapes": {n: float(e[0, k]) for k, n in enumerate(names)}}
+    dest.mkdir(parents=True)
+    (dest / "faces.json").write_text(json.dumps({"image": str(photo), "size": [512, 512],
+                                                 "faces": 1}))
+    blank = np.zeros((8, 8, 3), np.uint8)
+    face = FitFace(mesh=MeshData(verts, model.faces, model.uv_coords, model.uv_faces),
+                   texture=torch.full((3, 64, 64), 0.6),
+                   vertex_colors=torch.full_like(verts, 0.6), record=record,
+                   arrays={"expression": e[0].numpy()}, overlay=blank, overlay_full=blank)
+    (dest / "face_0").mkdir()
+    write_fit_face(dest / "face_0", face)
+
+
+def test_fit_photo_glb_and_arkit_bars(fit_out: Path, browser: Browser) -> None:
+    s = Server(fit_out)
+    try:
+        _open(browser, s.url + "?item=astronaut")
+        st = browser.eval("window.emocaViewer.state")
+        assert st["sub"] == "face_0" and st["errors"] == []
+        bars = st["bars"]
+        assert bars["title"] == "ARKit blendshapes" and len(bars["values"]) == 53
+        for k, v in FIT_WEIGHTS.items():
+            assert bars["values"][k] == pytest.approx(v, abs=1e-6)
+        assert sum(bars["values"].values()) == pytest.approx(sum(FIT_WEIGHTS.values()), abs=1e-5)
+        a = _crop(browser.screenshot(), _box(browser, "three-canvas"))
+        h, w = a.shape[:2]
+        assert (~_near(a[h // 4:3 * h // 4, w // 4:3 * w // 4], BG, 6)).mean() > 0.25
+        assert browser.errors() == [], browser.errors()
+    finally:
+        s.close()
 
 
 def test_fit_track_meshes_bars_and_motion(fit_out: Path, browser: Browser,
