@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("emoca.cli.prepare_cmd", "detect, crop and cache labelled faces for training"),
     "train": ("emoca.cli.train_cmd", "train the emotion net, EMOCA coarse/detail stages or EmoMLP"),
     "evaluate": ("emoca.cli.evaluate_cmd", "Table-1 emotion metrics from images and 3D codes"),
+    "view": ("emoca.cli.view_cmd", "see an output folder in the browser (3D, video, emotion)"),
     "demo": ("emoca.cli.demo_cmd", "run the whole job on a real photo shipped with a package"),
 }
 
