@@ -94,7 +94,12 @@ class Browser:
             if value:
                 return value
             time.sleep(0.1)
-        raise AssertionError(f"page never reached {expr!r}; errors: {self.errors()}")
+        try:  # what the page says about itself, for the failure message
+            state = self.eval("JSON.stringify(window.emocaViewer && window.emocaViewer.state)")
+        except Exception as err:  # noqa: BLE001 - a dead page is also an answer
+            state = f"unreadable ({err})"
+        raise AssertionError(f"page never reached {expr!r}; errors: {self.errors()}; "
+                             f"state: {str(state)[:600]}")
 
     def screenshot(self) -> np.ndarray:
         data = self.call("Page.captureScreenshot", format="png")["data"]

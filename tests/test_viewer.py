@@ -261,10 +261,10 @@ def test_clicking_the_curve_jumps_there(server: Server, browser: Browser) -> Non
     for kind in ("mousePressed", "mouseReleased"):
         browser.call("Input.dispatchMouseEvent", type=kind, x=x, y=(y0 + y1) / 2,
                      button="left", clickCount=1)
-    browser.wait_for("window.emocaViewer.state.frameShown === 4", 20)
+    browser.wait_for("window.emocaViewer.state.frameShown === 4", 60)
     # play: the video runs and the 3D face follows it to the last frame
     browser.eval("document.getElementById('play').click()")
-    browser.wait_for(f"window.emocaViewer.state.frameShown === {N_FRAMES - 1}", 20)
+    browser.wait_for(f"window.emocaViewer.state.frameShown === {N_FRAMES - 1}", 60)
     assert browser.errors() == [], browser.errors()
 
 
