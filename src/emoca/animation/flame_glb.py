@@ -32,8 +32,13 @@ import numpy as np
 import torch
 
 from emoca.face_model.lbs import batch_rodrigues
-from emoca.io.gltf import GltfAnimation, GltfMesh, GltfSkin, limit_influences, \
-    matrix_to_quaternion
+from emoca.io.gltf import (
+    GltfAnimation,
+    GltfMesh,
+    GltfSkin,
+    limit_influences,
+    matrix_to_quaternion,
+)
 from emoca.io.mesh import split_uv_seams
 from emoca.render.geometry import vertex_normals
 
