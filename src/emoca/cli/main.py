@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("emoca.cli.prepare_cmd", "detect, crop and cache labelled faces for training"),
     "train": ("emoca.cli.train_cmd", "train the emotion net, EMOCA coarse/detail stages or EmoMLP"),
     "evaluate": ("emoca.cli.evaluate_cmd", "Table-1 emotion metrics from images and 3D codes"),
+    "animate": ("emoca.cli.animate_cmd",
+                "animated glTF (+ ARKit curves) from a video track or face folders"),
     "demo": ("emoca.cli.demo_cmd", "run the whole job on a real photo shipped with a package"),
 }
 
