@@ -23,7 +23,8 @@ import numpy as np
 
 from emoca.animation.tracks import Performance, read_performance
 
-__all__ = ["AnimationResult", "animate", "build_performance_glb"]
+__all__ = ["AnimationResult", "animate", "build_performance_glb", "load_model",
+           "write_animation"]
 
 FORMAT_VERSION = 1
 GLB_NAME, JSON_NAME = "animation.glb", "animation.json"
@@ -130,14 +131,21 @@ def animate(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
         fps: frame rate for face folders without times.
         model: an already loaded face model of the right kind (tests, batch use).
     """
+    perf = read_performance(inputs, fps=fps)
+    if model is None:
+        model = load_model(perf.kind, assets, ict_dir)
+    return write_animation(perf, model, out_dir, curves=curves)
+
+
+def write_animation(perf: Performance, model: Any, out_dir: str | os.PathLike, *,
+                    curves: bool = True, extra: dict[str, Any] | None = None
+                    ) -> AnimationResult:
+    """Write one performance's GLB, JSON (with ``extra`` merged in) and ARKit curves."""
     from emoca.animation.curves import write_curves_csv, write_live_link_csv
     from emoca.io.gltf import write_animated_glb
     from emoca.pipeline.bookkeeping import write_json
 
-    perf = read_performance(inputs, fps=fps)
-    if model is None:
-        model = load_model(perf.kind, assets, ict_dir)
-    mesh, extra, crv = build_performance_glb(perf, model)
+    mesh, info, crv = build_performance_glb(perf, model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [GLB_NAME, JSON_NAME]
@@ -158,7 +166,7 @@ def animate(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
         "source": {"inputs": list(perf.sources), "producer": perf.producer},
         "vertices": int(len(mesh.positions)), "morph_targets": list(mesh.target_names),
         "animation": "one glTF animation 'performance', LINEAR key frames at times_s",
-        **extra, "files": files,
+        **info, **(extra or {}), "files": files,
     }
     write_json(out / JSON_NAME, record)  # last: its presence means the GLB is complete
     return AnimationResult(out_dir=out, record=record)

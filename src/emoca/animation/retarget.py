@@ -190,8 +190,12 @@ class _JawFit:
                             for i in range(3)], 1)
             step = -np.linalg.solve(jac.T @ jac + mu * np.eye(3), jac.T @ res)
             psi_n, res_n = self._solve(jaw + step, target)
-            if float(res_n @ res_n) < cost:
-                jaw, psi, res, cost, mu = jaw + step, psi_n, res_n, float(res_n @ res_n), mu / 3
+            new = float(res_n @ res_n)
+            if new < cost:
+                gain = (cost - new) / cost
+                jaw, psi, res, cost, mu = jaw + step, psi_n, res_n, new, mu / 3
+                if gain < 1e-4:  # converged: the jaw no longer matters
+                    break
             else:
                 mu *= 10
             if np.abs(step).max() < 1e-6:
@@ -289,6 +293,6 @@ def flame_to_arkit(rmap: RetargetMap, flame, expression: np.ndarray, jaw: np.nda
     resid = np.zeros(len(off))
     for i, o in enumerate(off.reshape(len(off), -1)):
         sol = lsq_linear(basis[:, used], o, bounds=(0.0, 1.0), method="bvls")
-        out[i, used] = sol.x
+        out[i, used] = np.clip(sol.x, 0.0, 1.0)  # bvls may return -1e-17
         resid[i] = np.sqrt(((basis[:, used] @ sol.x - o) ** 2).reshape(-1, 3).sum(1).mean())
     return out, resid

@@ -9,7 +9,7 @@ import argparse
 __all__ = ["add_arguments", "run"]
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "animation.json; live_link.csv and curves.csv with ARKit weights)")
     p.add_argument("--assets", help="assets folder with your FLAME files (FLAME tracks)")
     p.add_argument("--ict-dir", help="ICT-FaceKit folder (default: the packaged copy)")
-    p.add_argument("--fps", type=_positive_float, default=30.0,
+    p.add_argument("--fps", type=positive_float, default=30.0,
                    help="frame rate for face folders without frame times (default 30)")
 
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("emoca.cli.evaluate_cmd", "Table-1 emotion metrics from images and 3D codes"),
     "animate": ("emoca.cli.animate_cmd",
                 "animated glTF (+ ARKit curves) from a video track or face folders"),
+    "retarget": ("emoca.cli.retarget_cmd", "FLAME <-> ARKit-52 blendshape retargeting"),
     "demo": ("emoca.cli.demo_cmd", "run the whole job on a real photo shipped with a package"),
 }
 
