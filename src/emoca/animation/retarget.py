@@ -289,10 +289,17 @@ def flame_to_arkit(rmap: RetargetMap, flame, expression: np.ndarray, jaw: np.nda
                             rmap.flame_vertices).double().numpy()
     basis = rmap.flame_basis.reshape(len(ARKIT_NAMES), -1).T  # (3N, 52)
     used = np.abs(basis).max(0) > 0  # tongueOut moves nothing: it stays 0
+    b = basis[:, used]
+    # |B w - o|^2 = |R w - R^-T B^T o|^2 + const with B^T B = R^T R: the same bounded
+    # problem on a 51 x 51 system instead of 3N x 51 (about 100x faster per frame)
+    gram = b.T @ b
+    r = np.linalg.cholesky(gram + 1e-12 * np.trace(gram) / len(gram) * np.eye(len(gram))).T
+    flat = off.reshape(len(off), -1)
+    rhs = np.linalg.solve(r.T, b.T @ flat.T).T  # (T, 51)
     out = np.zeros((len(off), len(ARKIT_NAMES)))
-    resid = np.zeros(len(off))
-    for i, o in enumerate(off.reshape(len(off), -1)):
-        sol = lsq_linear(basis[:, used], o, bounds=(0.0, 1.0), method="bvls")
+    for i in range(len(off)):
+        sol = lsq_linear(r, rhs[i], bounds=(0.0, 1.0), method="bvls")
         out[i, used] = np.clip(sol.x, 0.0, 1.0)  # bvls may return -1e-17
-        resid[i] = np.sqrt(((basis[:, used] @ sol.x - o) ** 2).reshape(-1, 3).sum(1).mean())
+    fitted = out[:, used] @ b.T
+    resid = np.sqrt(((fitted - flat) ** 2).reshape(len(off), -1, 3).sum(-1).mean(-1))
     return out, resid
