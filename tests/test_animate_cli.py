@@ -142,3 +142,36 @@ def test_not_a_track_is_one_line_naming_the_folder(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(tmp_path / "empty") in err
     assert not (tmp_path / "o" / "animation.json").exists()
+
+
+def test_identity_transfer_puts_the_performance_on_another_face(reconstruct_track, fake_assets,
+                                                                flame, tmp_path,
+                                                                capsys) -> None:
+    from emoca.cli.main import main
+
+    track, codes = reconstruct_track
+    other = tmp_path / "photo" / "face_0"
+    s2 = np.random.default_rng(9).standard_normal(100).astype(np.float32) * 2
+    _npz(other / "codes.npz", shape=s2, exp=np.zeros(50, np.float32),
+         pose=np.zeros(6, np.float32))
+    f = copy.deepcopy(flame).double()
+    z = torch.zeros
+    for source, shape in ((other, s2), ("neutral", np.zeros(100))):
+        out = tmp_path / f"out_{len(str(source))}"
+        assert main(["animate", str(track), "-o", str(out), "--assets", str(fake_assets),
+                     "--identity", str(source)]) == 0
+        with torch.no_grad():
+            ref = f(shape=torch.as_tensor(shape, dtype=torch.float64)[None],
+                    expression=torch.as_tensor(codes["exp"][:1], dtype=torch.float64),
+                    pose=torch.as_tensor(codes["pose"][:1], dtype=torch.float64)).vertices[0]
+        gltf = ge.load(out / "animation.glb")
+        assert _nearest_error(ge.mesh_vertices(gltf, 0.0), ref.numpy()) <= 1e-5
+        rec = json.loads((out / "animation.json").read_text())
+        assert rec["identity_from"] == str(source)
+    ict_face = tmp_path / "ict" / "face_0"
+    _npz(ict_face / "params.npz", identity=np.zeros(100), expression=np.zeros(53),
+         rotation=np.zeros(3))
+    assert main(["animate", str(track), "-o", str(tmp_path / "x"), "--assets",
+                 str(fake_assets), "--identity", str(ict_face)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot drive a flame performance" in err[0]

@@ -24,7 +24,7 @@ import numpy as np
 from emoca.animation.tracks import Performance, read_performance
 
 __all__ = ["AnimationResult", "animate", "build_performance_glb", "load_model",
-           "write_animation"]
+           "read_identity", "with_identity", "write_animation"]
 
 FORMAT_VERSION = 1
 GLB_NAME, JSON_NAME = "animation.glb", "animation.json"
@@ -119,9 +119,61 @@ def load_model(kind: str, assets: Any = None, ict_dir: str | os.PathLike | None 
     return load_face_model("flame", assets=assets)
 
 
+def read_identity(source: str | os.PathLike, kind: str) -> np.ndarray:
+    """The identity code for ``--identity``: ``"neutral"`` (zeros: the model's mean head)
+    or a face/track folder (or its ``codes.npz``/``params.npz``) of the same face model;
+    a track's per-frame codes are averaged. Returns (n,) FLAME shape or ICT identity.
+
+    Raises:
+        InputError: unreadable, or made with the other face model.
+    """
+    from emoca.errors import InputError, file_problem
+
+    if str(source) == "neutral":
+        return np.zeros(0)
+    p = Path(source)
+    if p.is_dir():
+        found = [p / n for n in ("codes.npz", "params.npz") if (p / n).is_file()]
+        if not found:
+            raise InputError(file_problem(p, "no codes.npz or params.npz to take an identity "
+                                          "from (for a photo, run emoca reconstruct or "
+                                          "emoca fit on it first and pass its face folder)"))
+        p = found[0]
+    if p.suffix != ".npz":
+        raise InputError(file_problem(p, "--identity takes 'neutral', a face/track folder "
+                                      "or its codes.npz/params.npz (for a photo, run emoca "
+                                      "reconstruct or fit on it first)"))
+    key = "shape" if kind == "flame" else "identity"
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if key not in z.files:
+                other = "ICT-FaceKit" if kind == "flame" else "FLAME"
+                raise InputError(file_problem(p, f"has no '{key}': an identity of the "
+                                              f"{other} model cannot drive a {kind} "
+                                              "performance"))
+            code = np.asarray(z[key], np.float64)
+    except (OSError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(file_problem(p, f"cannot read: {e}")) from e
+    return code.reshape(-1, code.shape[-1]).mean(0)
+
+
+def with_identity(perf: Performance, code: np.ndarray) -> Performance:
+    """``perf`` with every frame's identity replaced by ``code`` (empty: zeros)."""
+    from dataclasses import replace
+
+    key = "shape" if perf.kind == "flame" else "identity"
+    n = perf.params[key].shape[1]
+    full = np.zeros(n)
+    full[:min(n, len(code))] = code[:n]
+    return replace(perf, params={**perf.params, key: np.tile(full, (perf.n_frames, 1))})
+
+
 def animate(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
             assets: Any = None, ict_dir: str | os.PathLike | None = None, fps: float = 30.0,
-            model: Any = None, curves: bool = True) -> AnimationResult:
+            model: Any = None, curves: bool = True,
+            identity: str | os.PathLike | None = None) -> AnimationResult:
     """Write ``animation.glb`` and ``animation.json`` (and ``live_link.csv``/``curves.csv``
     when ARKit weights exist) into ``out_dir`` for one performance (module doc).
 
@@ -130,11 +182,17 @@ def animate(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
         assets: assets folder (FLAME files); ict_dir: ICT-FaceKit folder.
         fps: frame rate for face folders without times.
         model: an already loaded face model of the right kind (tests, batch use).
+        identity: drive another face: ``"neutral"`` or a face/track folder of the same
+            face model (:func:`read_identity`).
     """
     perf = read_performance(inputs, fps=fps)
+    extra = None
+    if identity is not None:
+        perf = with_identity(perf, read_identity(identity, perf.kind))
+        extra = {"identity_from": str(identity)}
     if model is None:
         model = load_model(perf.kind, assets, ict_dir)
-    return write_animation(perf, model, out_dir, curves=curves)
+    return write_animation(perf, model, out_dir, curves=curves, extra=extra)
 
 
 def write_animation(perf: Performance, model: Any, out_dir: str | os.PathLike, *,

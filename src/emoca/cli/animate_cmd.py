@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "animation.json; live_link.csv and curves.csv with ARKit weights)")
     p.add_argument("--assets", help="assets folder with your FLAME files (FLAME tracks)")
     p.add_argument("--ict-dir", help="ICT-FaceKit folder (default: the packaged copy)")
+    p.add_argument("--identity", metavar="FACE|neutral",
+                   help="drive another face with the performance: 'neutral' (the model's "
+                        "mean head) or a face/track folder of the same face model (run "
+                        "reconstruct/fit on a photo first to use its face)")
     p.add_argument("--fps", type=positive_float, default=30.0,
                    help="frame rate for face folders without frame times (default 30)")
 
@@ -35,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from emoca.animation.export import animate
 
     res = animate(args.inputs, args.out, assets=args.assets, ict_dir=args.ict_dir,
-                  fps=args.fps)
+                  fps=args.fps, identity=args.identity)
     r = res.record
     print(f"{r['model']} animation: {r['frames']} frames at {r['fps']:g} fps "
           f"({r['duration_s']:.2f} s), {len(r['morph_targets'])} morph targets, "
