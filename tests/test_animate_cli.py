@@ -155,7 +155,6 @@ def test_identity_transfer_puts_the_performance_on_another_face(reconstruct_trac
     _npz(other / "codes.npz", shape=s2, exp=np.zeros(50, np.float32),
          pose=np.zeros(6, np.float32))
     f = copy.deepcopy(flame).double()
-    z = torch.zeros
     for source, shape in ((other, s2), ("neutral", np.zeros(100))):
         out = tmp_path / f"out_{len(str(source))}"
         assert main(["animate", str(track), "-o", str(out), "--assets", str(fake_assets),
