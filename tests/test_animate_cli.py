@@ -174,3 +174,24 @@ def test_identity_transfer_puts_the_performance_on_another_face(reconstruct_trac
                  str(fake_assets), "--identity", str(ict_face)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot drive a flame performance" in err[0]
+
+
+def test_flame_fit_track_layout(flame, tmp_path) -> None:
+    """``emoca fit --face-model flame`` tracks (params.npz: shape/expression/pose)."""
+    from emoca.animation.export import animate
+
+    rng = np.random.default_rng(11)
+    track = tmp_path / "clip" / "track_1"
+    shape = rng.standard_normal(100)
+    exp, pose = rng.standard_normal((2, 50)), rng.standard_normal((2, 6)) * 0.2
+    _npz(track / "params.npz", frame=np.array([3, 4]), time=np.array([0.1, 0.2]),
+         shape=np.tile(shape, (2, 1)), expression=exp, pose=pose, camera=np.ones((2, 3)))
+    res = animate([track], tmp_path / "out", model=flame)
+    assert res.record["source"]["producer"] == "fit" and res.record["fps"] == pytest.approx(10)
+    f = copy.deepcopy(flame).double()
+    with torch.no_grad():
+        ref = f(shape=torch.as_tensor(np.tile(shape, (2, 1))), expression=torch.as_tensor(exp),
+                pose=torch.as_tensor(pose)).vertices.numpy()
+    gltf = ge.load(tmp_path / "out" / "animation.glb")
+    for i, t in enumerate(ge.key_times(gltf)):
+        assert _nearest_error(ge.mesh_vertices(gltf, t), ref[i]) <= 1e-5
