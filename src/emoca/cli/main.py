@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "animate": ("emoca.cli.animate_cmd",
                 "animated glTF (+ ARKit curves) from a video track or face folders"),
     "retarget": ("emoca.cli.retarget_cmd", "FLAME <-> ARKit-52 blendshape retargeting"),
+    "edit": ("emoca.cli.edit_cmd", "move a performance's expression toward an emotion"),
     "demo": ("emoca.cli.demo_cmd", "run the whole job on a real photo shipped with a package"),
 }
 
