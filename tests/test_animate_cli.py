@@ -195,3 +195,23 @@ def test_flame_fit_track_layout(flame, tmp_path) -> None:
     gltf = ge.load(tmp_path / "out" / "animation.glb")
     for i, t in enumerate(ge.key_times(gltf)):
         assert _nearest_error(ge.mesh_vertices(gltf, t), ref[i]) <= 1e-5
+
+
+def test_yaw_pitch_roll_and_timecode() -> None:
+    from emoca.animation.curves import timecode, yaw_pitch_roll
+
+    def rx(a):
+        return np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+
+    def ry(a):
+        return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+
+    def rz(a):
+        return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+
+    angles = np.array([0.4, -0.3, 0.2])
+    got = yaw_pitch_roll(ry(angles[0]) @ rx(angles[1]) @ rz(angles[2]))
+    assert np.allclose(got, angles)
+    assert timecode(0.0, 30) == "00:00:00:00.000"
+    assert timecode(3661.5, 30) == "01:01:01:15.000"
+    assert timecode(1 / 60, 30) == "00:00:00:00.500"
