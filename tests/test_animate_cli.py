@@ -36,7 +36,7 @@ def reconstruct_track(tmp_path_factory) -> tuple[Path, dict]:
              "pose": (rng.standard_normal((t, 6)) * 0.2).astype(np.float32),
              "cam": np.ones((t, 3), np.float32)}
     _npz(root / "track_0" / "codes.npz", **codes)
-    (root / "video.json").write_text(json.dumps({"fps": 25.0}))
+    (root / "video.json").write_text(json.dumps({"fps": 25.0, "video": "/data/clip.mp4"}))
     return root / "track_0", codes
 
 
@@ -51,6 +51,7 @@ def test_reconstruct_track_to_exact_flame_glb(reconstruct_track, fake_assets, fl
     assert rec["model"] == "flame" and rec["frames"] == 4 and rec["fps"] == 25.0
     assert rec["times_s"] == pytest.approx([0, 0.04, 0.08, 0.12])
     assert rec["start_time_s"] == pytest.approx(0.4) and rec["frame_indices"] == [10, 11, 12, 13]
+    assert rec["video"] == "/data/clip.mp4"
     assert len(rec["morph_targets"]) == 86 and rec["joints"][2] == "jaw"
     # truth: FLAME forward with the track's mean shape (the GLB bakes one identity)
     f = copy.deepcopy(flame).double()

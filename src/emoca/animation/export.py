@@ -222,6 +222,8 @@ def write_animation(perf: Performance, model: Any, out_dir: str | os.PathLike, *
         "frame_indices": perf.frames.tolist(),
         "times_s": [round(float(t), 6) for t in perf.times],
         "source": {"inputs": list(perf.sources), "producer": perf.producer},
+        # the source video (None for photos): animation time = video time - start_time_s
+        "video": perf.video,
         "vertices": int(len(mesh.positions)), "morph_targets": list(mesh.target_names),
         "animation": "one glTF animation 'performance', LINEAR key frames at times_s",
         **info, **(extra or {}), "files": files,

@@ -52,6 +52,7 @@ class Performance:
         frames: (T,) frame indices on the source timeline.
         sources: the folders read.
         producer: ``"reconstruct"`` or ``"fit"``.
+        video: the source video file (``video.json``'s ``video``), or None.
     """
 
     kind: str
@@ -62,6 +63,7 @@ class Performance:
     frames: np.ndarray
     sources: tuple[str, ...]
     producer: str
+    video: str | None = None
 
     @property
     def n_frames(self) -> int:
@@ -121,7 +123,7 @@ def _read_track(folder: Path, npz: Path, producer: str, kind: str) -> Performanc
     return Performance(kind=kind, params=params, times=times - times[0],
                        start_time=float(times[0]), fps=fps,
                        frames=np.asarray(data["frame"], np.int64), sources=(str(folder),),
-                       producer=producer)
+                       producer=producer, video=video.get("video"))
 
 
 def _read_faces(folders: Sequence[Path], fps: float) -> Performance:
@@ -148,9 +150,11 @@ def _read_faces(folders: Sequence[Path], fps: float) -> Performance:
     else:
         times = np.arange(len(folders)) / fps
         frames = np.arange(len(folders))
+        video = {}
     return Performance(kind=kind, params=params, times=times - times[0],
                        start_time=float(times[0]), fps=fps, frames=frames,
-                       sources=tuple(str(f) for f in folders), producer=producer)
+                       sources=tuple(str(f) for f in folders), producer=producer,
+                       video=video.get("video"))
 
 
 def read_performance(inputs: Sequence[str | os.PathLike], fps: float = 30.0) -> Performance:
