@@ -129,8 +129,9 @@ def test_cli_round_trip_through_both_directions(rmap, assets, ict_dir, tmp_path)
         arkit = z["arkit"]
         assert arkit.shape == (3, 52) and z["rotation"][0, 1] == pytest.approx(0.2)
     # ...and back: the ARKit track to FLAME, then animate reads the result as a track
-    to_flame = tmp_path / "flame"
-    assert main(["retarget", str(to_arkit), "--to", "flame", "-o", str(to_flame), *common]) == 0
+    to_flame = tmp_path / "flame"  # ICT-FaceKit from the lookup order (no --ict-dir)
+    assert main(["retarget", str(to_arkit), "--to", "flame", "-o", str(to_flame), "--assets",
+                 str(assets)]) == 0
     with np.load(to_flame / "codes.npz") as z:
         assert z["exp"].shape == (3, 50)
         assert np.allclose(z["exp"], arkit.astype(np.float64) @ rmap.to_flame[:, :50],

@@ -115,7 +115,8 @@ def load_model(kind: str, assets: Any = None, ict_dir: str | os.PathLike | None 
     if kind == "ict":
         from emoca.assets.ict_facekit import ict_model_dir
 
-        return load_face_model("ict", ict_dir=ict_model_dir(ict_dir, assets))
+        root = getattr(assets, "root", assets)  # an Assets object or a folder
+        return load_face_model("ict", ict_dir=ict_model_dir(ict_dir, root))
     return load_face_model("flame", assets=assets)
 
 
