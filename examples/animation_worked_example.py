@@ -1,7 +1,8 @@
 """Worked example of the animation commands on a short clip made from a photo with known
 motion (no public face video ships in a package): photo -> clip -> ``emoca fit`` track ->
 ``emoca animate`` GLB -> ``emoca retarget --to flame`` (look-alike FLAME unless
-``--assets``) -> ``emoca edit --emotion happy``. Prints what each step measured.
+``--assets``) -> ``emoca edit --emotion sad`` (the astronaut smiles already). Prints what
+each step measured.
 
     .venv/bin/python examples/animation_worked_example.py --out example_out
 """
@@ -53,9 +54,10 @@ def main() -> None:
     track = out / "fit" / "clip" / "track_0"
     with np.load(track / "params.npz") as z:
         rot = z["rotation"]
+    import torch
+
     from emoca.animation.curves import yaw_pitch_roll
     from emoca.geometry import axis_angle_to_matrix
-    import torch
 
     fitted_roll = np.degrees(yaw_pitch_roll(axis_angle_to_matrix(torch.as_tensor(rot)
                                                                  .double()).numpy())[:, 2])
@@ -69,8 +71,8 @@ def main() -> None:
         assets = str(out / "lookalike_assets")
         emoca("assets", "synthetic", assets)
     emoca("retarget", str(track), "--to", "flame", "-o", str(out / "flame"), "--assets", assets)
-    emoca("edit", str(track), "--emotion", "happy", "-o", str(out / "happy"))
-    rec = json.loads((out / "happy" / "edit.json").read_text())
+    emoca("edit", str(track), "--emotion", "sad", "-o", str(out / "sad"))
+    rec = json.loads((out / "sad" / "edit.json").read_text())
     print(json.dumps({k: rec[k] for k in ("target_prob_before", "target_prob_after",
                                           "frames_target_top_before",
                                           "frames_target_top_after",
