@@ -166,3 +166,20 @@ def test_edit_of_a_flame_track_keeps_pose_and_identity(rmap, assets, ict_dir, tm
         assert np.abs(a["exp"] - b["exp"]).max() > 0.01
     assert rec["model"] == "flame" and rec["lip_distance_unit"] == "m"
     assert json.loads((tmp_path / "sad" / "animation.json").read_text())["model"] == "flame"
+
+
+def test_animate_writes_retargeted_curves_for_flame(rmap, assets, ict_dir, flame,
+                                                    tmp_path) -> None:
+    from emoca.animation.retarget import flame_to_arkit
+    from emoca.cli.main import main
+
+    track = _flame_track(tmp_path)
+    out = tmp_path / "anim"
+    assert main(["animate", str(track), "-o", str(out), "--assets", str(assets), "--ict-dir",
+                 str(ict_dir), "--arkit-curves"]) == 0
+    rows = list(csv.reader((out / "curves.csv").open()))
+    with np.load(track / "codes.npz") as z:
+        want, _ = flame_to_arkit(rmap, flame, z["exp"], z["pose"][:, 3:])
+    got = np.array([[float(x) for x in r[2:54]] for r in rows[1:]])
+    assert np.allclose(got, want, atol=2e-6)
+    assert float(rows[1][54]) == pytest.approx(0.2, abs=1e-6)  # head yaw of the track

@@ -174,7 +174,8 @@ def with_identity(perf: Performance, code: np.ndarray) -> Performance:
 def animate(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
             assets: Any = None, ict_dir: str | os.PathLike | None = None, fps: float = 30.0,
             model: Any = None, curves: bool = True,
-            identity: str | os.PathLike | None = None) -> AnimationResult:
+            identity: str | os.PathLike | None = None,
+            arkit_curves: bool = False) -> AnimationResult:
     """Write ``animation.glb`` and ``animation.json`` (and ``live_link.csv``/``curves.csv``
     when ARKit weights exist) into ``out_dir`` for one performance (module doc).
 
@@ -185,6 +186,8 @@ def animate(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
         model: an already loaded face model of the right kind (tests, batch use).
         identity: drive another face: ``"neutral"`` or a face/track folder of the same
             face model (:func:`read_identity`).
+        arkit_curves: FLAME performances: also write the ARKit curves, retargeted with the
+            map of :mod:`emoca.animation.retarget` (built once, cached in the assets).
     """
     perf = read_performance(inputs, fps=fps)
     extra = None
@@ -193,18 +196,33 @@ def animate(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
         extra = {"identity_from": str(identity)}
     if model is None:
         model = load_model(perf.kind, assets, ict_dir)
-    return write_animation(perf, model, out_dir, curves=curves, extra=extra)
+    arkit = None
+    if arkit_curves and perf.kind == "flame":
+        from emoca.animation.retarget import flame_to_arkit, load_or_build
+        from emoca.assets.locate import Assets
+
+        a = assets if isinstance(assets, Assets) else Assets(assets)
+        rmap, _, _ = load_or_build(model, load_model("ict", a, ict_dir), a.root,
+                                   a.path("flame_model"))
+        arkit, resid = flame_to_arkit(rmap, model, perf.params["expression"][:, :model.n_exp],
+                                      perf.params["pose"][:, 3:6])
+        extra = {**(extra or {}), "arkit_curves": "retargeted from FLAME (emoca retarget's "
+                 "map)", "arkit_residual_rms_m_max": float(resid.max())}
+    return write_animation(perf, model, out_dir, curves=curves, extra=extra, arkit=arkit)
 
 
 def write_animation(perf: Performance, model: Any, out_dir: str | os.PathLike, *,
-                    curves: bool = True, extra: dict[str, Any] | None = None
-                    ) -> AnimationResult:
-    """Write one performance's GLB, JSON (with ``extra`` merged in) and ARKit curves."""
+                    curves: bool = True, extra: dict[str, Any] | None = None,
+                    arkit: np.ndarray | None = None) -> AnimationResult:
+    """Write one performance's GLB, JSON (with ``extra`` merged in) and ARKit curves
+    (``arkit`` (T, 52) gives them for a FLAME performance)."""
     from emoca.animation.curves import write_curves_csv, write_live_link_csv
     from emoca.io.gltf import write_animated_glb
     from emoca.pipeline.bookkeeping import write_json
 
     mesh, info, crv = build_performance_glb(perf, model)
+    if arkit is not None:
+        crv = {**crv, "arkit": arkit}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [GLB_NAME, JSON_NAME]

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="drive another face with the performance: 'neutral' (the model's "
                         "mean head) or a face/track folder of the same face model (run "
                         "reconstruct/fit on a photo first to use its face)")
+    p.add_argument("--arkit-curves", action="store_true",
+                   help="FLAME tracks: also write live_link.csv/curves.csv, retargeted to "
+                        "ARKit-52 (the map is built once and cached in <assets>/retarget/)")
     p.add_argument("--fps", type=positive_float, default=30.0,
                    help="frame rate for face folders without frame times (default 30)")
 
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from emoca.animation.export import animate
 
     res = animate(args.inputs, args.out, assets=args.assets, ict_dir=args.ict_dir,
-                  fps=args.fps, identity=args.identity)
+                  fps=args.fps, identity=args.identity,
+                  arkit_curves=args.arkit_curves)
     r = res.record
     print(f"{r['model']} animation: {r['frames']} frames at {r['fps']:g} fps "
           f"({r['duration_s']:.2f} s), {len(r['morph_targets'])} morph targets, "
