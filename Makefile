@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml Makefile
 node: tools/gltf_check/node_modules/.installed
 
 tools/gltf_check/node_modules/.installed: tools/gltf_check/package.json tools/gltf_check/package-lock.json
-	@if command -v npm >/dev/null; then npm ci --prefix tools/gltf_check --no-audit --no-fund \
-		&& touch $@; else echo "npm not found: skipping the three.js/validator GLB checks"; fi
+	@if command -v npm >/dev/null; then (npm ci --prefix tools/gltf_check --no-audit --no-fund \
+		&& touch $@) || echo "npm ci failed: the three.js/validator GLB checks will be skipped"; \
+		else echo "npm not found: the three.js/validator GLB checks will be skipped"; fi
 
 test: venv node
 	$(BIN)/ruff check src tests benchmarks
