@@ -39,11 +39,14 @@ class AnimationResult:
     record: dict[str, Any]
 
 
-def _max_norm(offsets: np.ndarray) -> float:
-    """Largest vertex displacement (m) in (T, V*3) offsets."""
-    if offsets.size == 0:
-        return 0.0
-    return float(np.sqrt((offsets.reshape(len(offsets), -1, 3) ** 2).sum(-1)).max())
+def _max_shift(coeffs: np.ndarray, basis: np.ndarray) -> float:
+    """Largest vertex displacement of ``coeffs (T, K) @ basis (K, V*3)``, in chunks of
+    frames (an hour of video would not fit at once)."""
+    best = 0.0
+    for i in range(0, len(coeffs), 512):
+        off = (coeffs[i:i + 512] @ basis).reshape(-1, 3)
+        best = max(best, float(np.sqrt((off ** 2).sum(-1)).max(initial=0.0)))
+    return best
 
 
 def _flame_glb(perf: Performance, flame) -> tuple[Any, dict[str, Any], dict[str, np.ndarray]]:
@@ -57,7 +60,7 @@ def _flame_glb(perf: Performance, flame) -> tuple[Any, dict[str, Any], dict[str,
         shapes = np.pad(shapes, ((0, 0), (0, n_shape - shapes.shape[1])))
     shape = shapes.mean(0)
     dirs = flame.shapedirs.detach().double().numpy()[..., :n_shape].reshape(-1, n_shape)
-    baking = _max_norm((shapes - shape) @ dirs.T)
+    baking = _max_shift(shapes - shape, dirs.T)
     seq = FlameSequence(shape=shape, expression=p["expression"], pose=p["pose"],
                         times=perf.times)
     built = flame_gltf(flame, seq)
@@ -87,8 +90,8 @@ def _ict_glb(perf: Performance, model) -> tuple[Any, dict[str, Any], dict[str, n
     n_id = min(len(ident), model.n_identity)
     id_basis = model.identity_basis.detach().double().numpy()[:n_id]
     exp_basis = model.expression_basis.detach().double().numpy()
-    id_shift = _max_norm((p["identity"][:, :n_id] - ident[:n_id]) @ id_basis) * CM
-    halves = _max_norm((p["expression"] - arkit_to_ict(arkit, names)) @ exp_basis) * CM
+    id_shift = _max_shift(p["identity"][:, :n_id] - ident[:n_id], id_basis) * CM
+    halves = _max_shift(p["expression"] - arkit_to_ict(arkit, names), exp_basis) * CM
     seq = IctSequence(identity=ident[:n_id], arkit=arkit, rotation=p["rotation"],
                       times=perf.times)
     built = ict_gltf(model, seq)
