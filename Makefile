@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv browser test demo bench lint clean
+.PHONY: venv browser node test demo bench lint clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,16 @@ browser:
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	  else echo "chromium missing (not root or no apt-get): tests/test_viewer.py will fail" >&2; fi; }
 
-test: venv browser
+# node packages for the independent GLB checks (three.js, Khronos glTF Validator); the
+# tests that need them are skipped where node/npm are missing
+node: tools/gltf_check/node_modules/.installed
+
+tools/gltf_check/node_modules/.installed: tools/gltf_check/package.json tools/gltf_check/package-lock.json
+	@if command -v npm >/dev/null; then (npm ci --prefix tools/gltf_check --no-audit --no-fund \
+		&& touch $@) || echo "npm ci failed: the three.js/validator GLB checks will be skipped"; \
+		else echo "npm not found: the three.js/validator GLB checks will be skipped"; fi
+
+test: venv browser node
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 

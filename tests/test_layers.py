@@ -9,8 +9,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "emoca"
 
 # top to bottom; each may import itself and anything after it
-ORDER = ["cli", "api", "viewer", "pipeline", "train", "model", "data", "nets", "losses", "render",
-         "face_model", "detect", "io", "assets"]
+ORDER = ["cli", "api", "viewer", "animation", "pipeline", "train", "model", "data", "nets",
+         "losses", "render", "face_model", "detect", "io", "assets"]
 # small shared modules every layer may use; they import nothing above ``errors``
 SHARED = {"errors": set(), "device": {"errors"}, "geometry": set(), "metrics": set()}
 

@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("emoca.cli.train_cmd", "train the emotion net, EMOCA coarse/detail stages or EmoMLP"),
     "evaluate": ("emoca.cli.evaluate_cmd", "Table-1 emotion metrics from images and 3D codes"),
     "view": ("emoca.cli.view_cmd", "see an output folder in the browser (3D, video, emotion)"),
+    "animate": ("emoca.cli.animate_cmd",
+                "animated glTF (+ ARKit curves) from a video track or face folders"),
+    "retarget": ("emoca.cli.retarget_cmd", "FLAME <-> ARKit-52 blendshape retargeting"),
+    "edit": ("emoca.cli.edit_cmd", "move a performance's expression toward an emotion"),
     "demo": ("emoca.cli.demo_cmd", "run the whole job on a real photo shipped with a package"),
 }
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from emoca.io.atomic import atomic_write
 
-__all__ = ["write_obj", "write_ply", "write_glb"]
+__all__ = ["split_uv_seams", "write_obj", "write_ply", "write_glb"]
 
 
 def _np(x: object) -> np.ndarray:
@@ -138,3 +138,18 @@ def write_glb(path: str | os.PathLike, vertices: object, faces: object, *,
     with atomic_write(path, "wb") as fh:
         fh.write(data)
     return Path(path)
+
+
+def split_uv_seams(faces: np.ndarray, uv_faces: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One vertex per distinct (vertex, uv) corner pair, as glTF needs.
+
+    Args:
+        faces: (F, 3) vertex indices; uv_faces: (F, 3) UV indices.
+    Returns:
+        (vertex_index (N,), uv_index (N,), new_faces (F, 3)) with
+        ``new_vertices = vertices[vertex_index]`` and ``new_uvs = uvs[uv_index]``.
+    """
+    pairs = np.stack([faces.reshape(-1), uv_faces.reshape(-1)], axis=1).astype(np.int64)
+    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    return unique[:, 0], unique[:, 1], inverse.reshape(faces.shape)

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from emoca.io.atomic import atomic_write
-from emoca.io.mesh import write_glb, write_obj, write_ply
+from emoca.io.mesh import split_uv_seams, write_glb, write_obj, write_ply
 from emoca.model.emoca_model import EmocaCodes
 from emoca.pipeline.bookkeeping import write_json as _write_json
 from emoca.render.draw import draw_landmarks
@@ -116,21 +116,6 @@ def _write_png(path: Path, image: torch.Tensor | np.ndarray) -> None:
     Image.fromarray(_to_uint8(image)).save(buf, format="PNG", compress_level=1)
     with atomic_write(path, "wb") as f:
         f.write(buf.getvalue())
-
-
-def split_uv_seams(faces: np.ndarray, uv_faces: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One vertex per distinct (vertex, uv) corner pair, as glTF needs.
-
-    Args:
-        faces: (F, 3) vertex indices; uv_faces: (F, 3) UV indices.
-    Returns:
-        (vertex_index (N,), uv_index (N,), new_faces (F, 3)) with
-        ``new_vertices = vertices[vertex_index]`` and ``new_uvs = uvs[uv_index]``.
-    """
-    pairs = np.stack([faces.reshape(-1), uv_faces.reshape(-1)], axis=1).astype(np.int64)
-    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    return unique[:, 0], unique[:, 1], inverse.reshape(faces.shape)
 
 
 def _face_record(r: FaceResult) -> dict[str, Any]:
