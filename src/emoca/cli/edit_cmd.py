@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arousal", type=float, help="target arousal in [-1, 1] (with --valence)")
     p.add_argument("--strength", type=_strength, default=0.7,
                    help="how far toward the emotion's prototype, 0..1 (default 0.7)")
+    p.add_argument("--refine-steps", type=int, default=10,
+                   help="gradient steps per frame on the image emotion network's renders "
+                        "after the prototype edit (0: prototype only; default 10)")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--assets", help="assets folder with your FLAME files (FLAME tracks)")
     p.add_argument("--ict-dir", help="ICT-FaceKit folder (default: the packaged copy)")
@@ -42,9 +45,11 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.valence is None) != (args.arousal is None):
         raise UsageError("--valence and --arousal go together")
+    if args.refine_steps < 0:
+        raise UsageError(f"--refine-steps must be at least 0, got {args.refine_steps}")
     r = edit(args.inputs, args.out, args.emotion, strength=args.strength,
              valence=args.valence, arousal=args.arousal, assets=args.assets,
-             ict_dir=args.ict_dir, fps=args.fps)
+             ict_dir=args.ict_dir, fps=args.fps, refine_steps=args.refine_steps)
     lip = r["lip_distance_correlation"]
     lip_text = "n/a" if lip is None else f"{lip:.3f}"
     if r["emotion"]:
