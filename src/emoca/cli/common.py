@@ -25,6 +25,9 @@ def print_summary(summary: Any, out: str | os.PathLike) -> None:
     print(f"faces written: {len(summary.written)}  skipped (done before): "
           f"{len(summary.skipped)}  inputs without a face: {len(summary.no_face)}  "
           f"failed: {len(summary.failed)}")
+    if getattr(summary, "table_rows", None) is not None:
+        print(f"faces in the Parquet table: {summary.table_rows}  parts written: "
+              f"{len(summary.written)}  parts skipped (done before): {len(summary.skipped)}")
     for path in summary.no_face:
         print(f"  no face: {path}")
     for path, problems in summary.problems.items():

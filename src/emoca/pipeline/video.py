@@ -15,6 +15,7 @@ frame.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from emoca.pipeline.bookkeeping import remove_stale_temp_files
 from emoca.pipeline.processor import FaceJob, FaceProcessor, TrackArrays
 from emoca.pipeline.tracking import FaceTracker
 
-__all__ = ["VideoOptions", "process_video"]
+__all__ = ["VideoOptions", "iter_tracked_faces", "process_video"]
 
 
 @dataclass(frozen=True)
@@ -51,49 +52,65 @@ class VideoOptions:
             raise ValueError(f"max_missed must be >= 0, got {self.max_missed}")
 
 
+def iter_tracked_faces(path: Path, detect: Callable[[np.ndarray, str], list[Any]],
+                       options: VideoOptions, problems: list[str], reader: Any,
+                       stage: Callable[[str], contextlib.AbstractContextManager[Any]],
+                       on_frame: Callable[[], None] = lambda: None) -> Iterator[FaceJob]:
+    """Decode ``reader`` frame by frame, detect, track: one :class:`FaceJob` per tracked
+    face (``track_id``, ``frame``, ``time`` set; no photo kept). Streams: nothing but the
+    tracker's state outlives a frame. Detector failures end only their frame and are
+    listed in ``problems``."""
+    tracker = FaceTracker(max_missed=options.max_missed)
+    failed: list[int] = []
+    frames = iter(reader)
+    while True:
+        with stage("read"):
+            frame = next(frames, None)
+        if frame is None:
+            break
+        on_frame()
+        try:
+            # file-based detectors look frames up as "<video name>#<frame index>"
+            crops = detect(frame.image, f"{path.name}#{frame.index}")
+        except Exception as e:  # noqa: BLE001 - one bad frame must not end the video
+            failed.append(frame.index)
+            if len(failed) <= 3:
+                problems.append(f"frame {frame.index}: face detection failed: {e}")
+            crops = []
+        if not crops:
+            tracker.update(np.zeros((0, 4)))
+            continue
+        lmk = [c.detection.landmarks68() for c in crops]
+        ids = tracker.update(np.stack([c.detection.box for c in crops]),
+                             np.stack(lmk) if all(x is not None for x in lmk) else None)
+        for tid, k in ids:
+            yield FaceJob(crops[k], str(path), k, frame=frame.index, time=frame.time,
+                          track_id=tid)
+    if len(failed) > 3:
+        problems.append(f"face detection failed on {len(failed)} frames in all "
+                        f"(frames {failed[0]}..{failed[-1]})")
+
+
 def _track_faces(path: Path, proc: FaceProcessor, options: VideoOptions, progress: bool,
                  problems: list[str]) -> tuple[Any, Any, int]:
     """Pass 1: feed every tracked crop to the processor; returns (state, reader, frames)."""
     from emoca.io.video import VideoReader
 
     reader = VideoReader(path)
-    tracker = FaceTracker(max_missed=options.max_missed)
     state = proc.start_video()
-    timer = proc.timer
-    failed: list[int] = []
-    n_frames = 0
-    frames = iter(reader)
+    count = {"frames": 0}
     bar = tqdm(desc=f"video {path.name}", unit="frame", total=reader.frame_count or None,
                disable=not progress)
+
+    def on_frame() -> None:
+        bar.update(1)
+        count["frames"] += 1
+
     with contextlib.closing(bar):
-        while True:
-            with timer.stage("read"):
-                frame = next(frames, None)
-            if frame is None:
-                break
-            bar.update(1)
-            n_frames += 1
-            try:
-                # file-based detectors look frames up as "<video name>#<frame index>"
-                crops = proc.detect(frame.image, name=f"{path.name}#{frame.index}")
-            except Exception as e:  # noqa: BLE001 - one bad frame must not end the video
-                failed.append(frame.index)
-                if len(failed) <= 3:
-                    problems.append(f"frame {frame.index}: face detection failed: {e}")
-                crops = []
-            if not crops:
-                tracker.update(np.zeros((0, 4)))
-                continue
-            lmk = [c.detection.landmarks68() for c in crops]
-            ids = tracker.update(np.stack([c.detection.box for c in crops]),
-                                 np.stack(lmk) if all(x is not None for x in lmk) else None)
-            for tid, k in ids:
-                proc.add_face(state, FaceJob(crops[k], str(path), k, frame=frame.index,
-                                             time=frame.time, track_id=tid))
-    if len(failed) > 3:
-        problems.append(f"face detection failed on {len(failed)} frames in all "
-                        f"(frames {failed[0]}..{failed[-1]})")
-    return state, reader, n_frames
+        for job in iter_tracked_faces(path, lambda img, name: proc.detect(img, name=name),
+                                      options, problems, reader, proc.timer.stage, on_frame):
+            proc.add_face(state, job)
+    return state, reader, count["frames"]
 
 
 def _write_overlay(path: Path, target: Path, proc: FaceProcessor,
