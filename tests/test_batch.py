@@ -35,7 +35,8 @@ pa = pytest.importorskip("pyarrow")
 
 MODEL = "EMOCA_v2_lr_mse_20"
 N_FRAMES = 5
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
 
 
 # ------------------------------------------------------------------ the partition
