@@ -249,12 +249,15 @@ class Networks:
         save: per-face file groups to write under ``out`` (photos only), or None.
         out: the output folder (per-face files only).
         threads: torch intra-op threads for this worker (CPU).
+        settings: recorded in per-face ``done.json`` files.
+        precision, channels_last: see :mod:`emoca.model.inference`.
     """
 
     def __init__(self, model: str, assets: str | None, mode: str = "detail",
                  emotion: str = "auto", device: str = "auto", texture: str = "photo",
                  save: Sequence[str] | None = None, out: str | None = None,
-                 threads: int | None = None, settings: dict[str, Any] | None = None) -> None:
+                 threads: int | None = None, settings: dict[str, Any] | None = None,
+                 precision: str = "fp32", channels_last: bool = False) -> None:
         import torch
 
         from emoca.pipeline.reconstruct_results import RenderOptions
@@ -266,7 +269,9 @@ class Networks:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.rec = Reconstructor.from_pretrained(model, assets=assets, device=device,
                                                  detector=None, emotion=emotion, mode=mode,
-                                                 save=frozenset(save) if save else None)
+                                                 save=frozenset(save) if save else None,
+                                                 precision=precision,
+                                                 channels_last=channels_last)
         self.rec.render_options = RenderOptions(overlay=True, texture=texture)
         self.save = frozenset(save) if save else frozenset()
         self.out = Path(out) if out else None

@@ -73,6 +73,8 @@ class RayOptions:
     inputs_per_shard: int = 64
     shard: Shard | None = None
     progress: bool = True
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def settings(self) -> dict[str, Any]:
         """What changes the table (recorded in every part's marker)."""
@@ -81,7 +83,7 @@ class RayOptions:
                 "mode": self.mode, "emotion": str(self.emotion), "detector": self.detector,
                 "faces": os.path.abspath(self.faces) if self.faces else None,
                 "save": sorted(save) if save else None, "texture": self.texture,
-                "max_missed": self.max_missed}
+                "max_missed": self.max_missed, "precision": self.precision}
 
 
 def _expand(inputs: Sequence[str | os.PathLike], summary: RunSummary
@@ -288,6 +290,9 @@ def _stream(opts: RayOptions, todo: dict[int, list[InputItem]], save: frozenset[
         res = ray.cluster_resources()
         gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
         use_gpu = gpus > 0 and opts.device in ("auto", "cuda")
+        if opts.device.startswith("cuda") and not use_gpu:
+            raise UsageError(f"--device {opts.device}: the Ray cluster has no GPU (or name "
+                             "cuda without an index: each actor gets its own GPU)")
         workers = opts.workers or (gpus if use_gpu else max(1, cpus // 2))
         threads = opts.threads or (1 if use_gpu else max(1, cpus // workers))
         items = [it.to_row() for j in sorted(todo) for it in todo[j]]
@@ -305,7 +310,8 @@ def _stream(opts: RayOptions, todo: dict[int, list[InputItem]], save: frozenset[
                 "emotion": opts.emotion, "device": "cuda" if use_gpu else
                 ("cpu" if opts.device == "auto" else opts.device),
                 "texture": opts.texture, "save": sorted(save) if save else None,
-                "out": str(out), "threads": threads, "settings": settings})
+                "out": str(out), "threads": threads, "settings": settings,
+                "precision": opts.precision, "channels_last": opts.channels_last})
         bar = tqdm(total=len(todo), desc="reconstruct (ray)", unit="part",
                    disable=not opts.progress)
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

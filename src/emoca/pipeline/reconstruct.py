@@ -145,7 +145,8 @@ def run_reconstruct(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathL
                     texture: str = "photo", resume: bool = True,
                     smoothing: SmoothingOptions | None = None, overlay: str = "beside",
                     max_missed: int = 5, progress: bool = True,
-                    shard: Shard | None = None) -> RunSummary:
+                    shard: Shard | None = None, precision: str = "fp32",
+                    channels_last: bool = False) -> RunSummary:
     """``emoca reconstruct`` as one call: load the model, emotion head and detector, run.
 
     Options are checked before anything heavy loads (an unusable output folder, a bad
@@ -173,7 +174,8 @@ def run_reconstruct(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathL
         a = Assets(assets)
         net = Emoca.from_pretrained(model, assets=a, device=dev)
         head = load_emotion_head(emotion, a, net.config.name, device=dev)
-        rec = Reconstructor(net, det, head, mode=mode, batch_size=batch_size)
+        rec = Reconstructor(net, det, head, mode=mode, batch_size=batch_size,
+                            precision=precision, channels_last=channels_last)
         return reconstruct_inputs(inputs, out_dir, rec, save=save_set, resume=resume,
                                   texture=texture, smoothing=smoothing, overlay=overlay,
                                   max_missed=max_missed, progress=progress, shard=shard)
