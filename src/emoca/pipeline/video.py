@@ -38,11 +38,13 @@ class VideoOptions:
         max_missed: frames a face may go undetected before its track ends.
         overlay: write ``overlay.mp4`` (input | drawn faces, or drawn over the input).
         overlay_style: ``"beside"`` or ``"over"``.
+        prefetch: frames decoded ahead in a background thread (0: decode inline).
     """
 
     max_missed: int = 5
     overlay: bool = True
     overlay_style: str = "beside"
+    prefetch: int = 8
 
     def __post_init__(self) -> None:
         if self.overlay_style not in ("beside", "over"):
@@ -60,32 +62,40 @@ def iter_tracked_faces(path: Path, detect: Callable[[np.ndarray, str], list[Any]
     face (``track_id``, ``frame``, ``time`` set; no photo kept). Streams: nothing but the
     tracker's state outlives a frame. Detector failures end only their frame and are
     listed in ``problems``."""
+    from emoca.io.prefetch import prefetch
+
     tracker = FaceTracker(max_missed=options.max_missed)
     failed: list[int] = []
-    frames = iter(reader)
-    while True:
-        with stage("read"):
-            frame = next(frames, None)
-        if frame is None:
-            break
-        on_frame()
-        try:
-            # file-based detectors look frames up as "<video name>#<frame index>"
-            crops = detect(frame.image, f"{path.name}#{frame.index}")
-        except Exception as e:  # noqa: BLE001 - one bad frame must not end the video
-            failed.append(frame.index)
-            if len(failed) <= 3:
-                problems.append(f"frame {frame.index}: face detection failed: {e}")
-            crops = []
-        if not crops:
-            tracker.update(np.zeros((0, 4)))
-            continue
-        lmk = [c.detection.landmarks68() for c in crops]
-        ids = tracker.update(np.stack([c.detection.box for c in crops]),
-                             np.stack(lmk) if all(x is not None for x in lmk) else None)
-        for tid, k in ids:
-            yield FaceJob(crops[k], str(path), k, frame=frame.index, time=frame.time,
-                          track_id=tid)
+    # the next frames decode in a thread while this one is detected and encoded
+    frames = prefetch(reader, depth=options.prefetch) if options.prefetch else iter(reader)
+    try:
+        while True:
+            with stage("read"):
+                frame = next(frames, None)
+            if frame is None:
+                break
+            on_frame()
+            try:
+                # file-based detectors look frames up as "<video name>#<frame index>"
+                crops = detect(frame.image, f"{path.name}#{frame.index}")
+            except Exception as e:  # noqa: BLE001 - one bad frame must not end the video
+                failed.append(frame.index)
+                if len(failed) <= 3:
+                    problems.append(f"frame {frame.index}: face detection failed: {e}")
+                crops = []
+            if not crops:
+                tracker.update(np.zeros((0, 4)))
+                continue
+            lmk = [c.detection.landmarks68() for c in crops]
+            ids = tracker.update(np.stack([c.detection.box for c in crops]),
+                                 np.stack(lmk) if all(x is not None for x in lmk) else None)
+            for tid, k in ids:
+                yield FaceJob(crops[k], str(path), k, frame=frame.index, time=frame.time,
+                              track_id=tid)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:  # stops the decoding thread at once
+            close()
     if len(failed) > 3:
         problems.append(f"face detection failed on {len(failed)} frames in all "
                         f"(frames {failed[0]}..{failed[-1]})")
