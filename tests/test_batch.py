@@ -255,13 +255,22 @@ def test_ray_shards_and_listing(ray_cluster, single: Path, inputs, root: Path,
 
     data, boxes = inputs
     out = tmp_path / "ray_sharded"
-    for i in range(2):
-        _ray(data, boxes, out, root, inputs_per_shard=4, shard=Shard(i, 2))
+    for i in range(2):  # with per-face files asked for
+        _ray(data, boxes, out, root, inputs_per_shard=4, shard=Shard(i, 2),
+             save="codes,landmarks")
     assert len(list((out / "table").glob("part-shard-*.parquet"))) == 2
     merged = merge_outputs(out)
     assert merged["missing_shards"] == []
-    _assert_same_table(_table(out / "codes.parquet"), _table(single / "codes.parquet"),
-                       atol=2e-5)
+    table = _table(out / "codes.parquet")
+    _assert_same_table(table, _table(single / "codes.parquet"), atol=2e-5)
+    # photo faces also got their folders, as the local runner writes them
+    faces = sorted(p.parent.relative_to(out) for p in out.glob("*/face_*/done.json"))
+    assert faces == sorted(p.parent.relative_to(single)
+                           for p in single.glob("*/face_*/done.json"))
+    for i in np.flatnonzero(table["frame"] < 0):
+        with np.load(out / Path(table["source"][i]).stem / f"face_{table['face_index'][i]}"
+                     / "codes.npz") as z:
+            np.testing.assert_array_equal(z["exp"], table["exp"][i])
 
     listing = tmp_path / "listing.csv"
     g = GRACE_BOX
@@ -291,8 +300,8 @@ def test_killed_ray_job_resumes_without_loss(single: Path, inputs, root: Path,
     cmd = [sys.executable, "-m", "emoca.cli.main", "reconstruct", *_argv(
         data, boxes, out, root, "--engine", "ray", "--inputs-per-shard", "1",
         "--workers", "1")]
-    env = {**os.environ, "RAY_ADDRESS": "", "OMP_NUM_THREADS": "1"}
-    env.pop("RAY_ADDRESS")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a cluster of its own
+    env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.Popen(cmd, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300

@@ -6,7 +6,8 @@ shard key (:mod:`emoca.pipeline.shards`; ``--shard I/N`` keeps one part of them)
 key and cut into *parts* of ``inputs_per_shard`` inputs. Part ``j`` is written to
 ``OUT/table/part-JJJJJ.parquet`` and then ``part-JJJJJ.json`` (its inputs, settings,
 failures): a part whose marker lists the same inputs and settings and no failure is
-skipped on re-run, so a killed job loses at most the parts in flight.
+skipped on re-run, so a killed job loses at most the parts in flight. (Adding inputs
+re-plans the parts; those whose inputs changed are redone, the others are kept.)
 
 Pipeline (Ray Data, streaming):
 
