@@ -8,8 +8,9 @@ Reproduce::
 Each length runs in a fresh process: ``emoca reconstruct``'s video path (``Runner`` ->
 ``process_video`` -> ``Reconstructor``; decode, detect, track, crop, batch, per-track
 arrays, FLAME landmarks and emotion per track, ``codes.npz``), ``--save codes``, on a
-synthetic clip (the astronaut drifting over a ``--size`` frame, libx264). The table gives
-the peak RSS (``ru_maxrss``) and its ratio to the 1-minute run.
+synthetic clip (the astronaut's face moving over a ``--size`` frame, libx264, made
+before the measured process starts). The table gives the RSS when the run ends and the
+peak RSS (``ru_maxrss``), each with its ratio to the first (1-minute) run.
 
 Two stand-ins keep a 15,000-frame run in minutes on a CPU, both outside what could grow:
 the face box comes from a fixed-box detector (no MediaPipe), and the encoders are replaced
@@ -65,7 +66,13 @@ def _clip(path: Path, frames: int, size: tuple[int, int]) -> tuple[float, ...]:
     return (float((w - fw) / 2), float((h - fh) / 2), float((w + fw) / 2), float((h + fh) / 2))
 
 
-def child(frames: int, size: tuple[int, int], assets: Path, batch: int) -> dict:
+def _rss_mb() -> float:
+    """Resident set size now (Linux), MB."""
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def child(clip: Path, assets: Path, batch: int) -> dict:
     import torch
 
     from emoca.detect.base import Detection, FaceDetector
@@ -75,8 +82,6 @@ def child(frames: int, size: tuple[int, int], assets: Path, batch: int) -> dict:
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="emoca_mem_"))
-    t0 = time.perf_counter()
-    w, h = size
 
     class MovingBox(FaceDetector):
         """The face's box: a tracker stand-in that follows the synthetic motion."""
@@ -88,9 +93,6 @@ def child(frames: int, size: tuple[int, int], assets: Path, batch: int) -> dict:
             return [Detection(box=np.array([xs.min(), ys.min(), xs.max(), ys.max()],
                                            np.float64), score=1.0)]
 
-    clip = work / "clip.mp4"
-    _clip(clip, frames, size)
-    t_clip = time.perf_counter() - t0
     model = Emoca.from_pretrained(MODEL, assets=assets)
     a = model.config.arch
     gen = torch.Generator().manual_seed(0)
@@ -111,10 +113,10 @@ def child(frames: int, size: tuple[int, int], assets: Path, batch: int) -> dict:
     summary = reconstruct_inputs([clip], work / "out", rec, save=frozenset({"codes"}),
                                  progress=False)
     t_run = time.perf_counter() - t1
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    tracks = summary.videos[str(clip)]["tracks"]
-    return {"frames": frames, "peak_rss_mb": rss_mb, "seconds": t_run, "clip_seconds": t_clip,
-            "tracks": tracks, "ok": summary.ok}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rss_mb": _rss_mb(), "peak_rss_mb": peak, "seconds": t_run,
+            "frames": summary.videos[str(clip)]["frames_read"],
+            "tracks": summary.videos[str(clip)]["tracks"], "ok": summary.ok}
 
 
 def main() -> None:
@@ -123,11 +125,11 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, nargs="+", default=[1, 10])
     ap.add_argument("--size", type=int, nargs=2, default=[320, 240], metavar=("W", "H"))
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--assets", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, tuple(args.size), Path(args.assets), args.batch)))
+        print(json.dumps(child(Path(args.child), Path(args.assets), args.batch)))
         return
     from emoca.assets.synthetic import write_official_assets
     from emoca.assets.synthetic_checkpoints import write_emoca_model
@@ -137,18 +139,22 @@ def main() -> None:
     rows, base = [], None
     for minutes in args.minutes:
         frames = int(round(minutes * 60 * FPS))
-        out = subprocess.run([sys.executable, __file__, "--child", str(frames), "--assets",
-                              str(assets), "--size", *map(str, args.size), "--batch",
-                              str(args.batch)], capture_output=True, text=True, check=True)
+        clip = assets.parent / f"clip_{frames}.mp4"
+        _clip(clip, frames, tuple(args.size))  # here, so the child measures only the run
+        out = subprocess.run([sys.executable, __file__, "--child", str(clip), "--assets",
+                              str(assets), "--batch", str(args.batch)],
+                             capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        base = base or r["peak_rss_mb"]
-        rows.append([f"{minutes:g}", str(frames), f"{r['peak_rss_mb']:.0f}",
-                     f"{r['peak_rss_mb'] / base:.3f}", f"{r['seconds']:.0f}",
-                     f"{frames / r['seconds']:.0f}", str(r["tracks"])])
+        clip.unlink()
+        base = base or r
+        rows.append([f"{minutes:g}", str(r["frames"]), f"{r['rss_mb']:.0f}",
+                     f"{r['rss_mb'] / base['rss_mb']:.3f}", f"{r['peak_rss_mb']:.0f}",
+                     f"{r['peak_rss_mb'] / base['peak_rss_mb']:.3f}", f"{r['seconds']:.0f}",
+                     f"{r['frames'] / r['seconds']:.0f}", str(r["tracks"])])
         print(rows[-1], flush=True)
     print_table(f"peak RSS over a {args.size[0]}x{args.size[1]} 25 fps video ({machine()})",
-                ["minutes", "frames", "peak RSS MB", "ratio to first", "seconds",
-                 "frames/s", "tracks"], rows)
+                ["minutes", "frames", "RSS at end MB", "ratio", "peak RSS MB", "ratio",
+                 "seconds", "frames/s", "tracks"], rows)
     print_reproduce()
 
 

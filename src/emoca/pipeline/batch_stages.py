@@ -179,6 +179,9 @@ class Decoder:
         self.detector_name, self.faces = detector, faces
         self.crop_size, self.chunk, self.max_missed = crop_size, chunk, max_missed
         self._detector: FaceDetector | None = None
+        from emoca.io.malloc import fix_mmap_threshold
+
+        fix_mmap_threshold()  # long-lived worker, streams of crops (see emoca.io.malloc)
 
     @property
     def detector(self) -> FaceDetector:
@@ -260,9 +263,11 @@ class Networks:
                  precision: str = "fp32", channels_last: bool = False) -> None:
         import torch
 
+        from emoca.io.malloc import fix_mmap_threshold
         from emoca.pipeline.reconstruct_results import RenderOptions
         from emoca.pipeline.reconstructor import Reconstructor
 
+        fix_mmap_threshold()
         if threads:
             torch.set_num_threads(int(threads))
         if device == "auto":

@@ -299,12 +299,14 @@ def _stream(opts: RayOptions, todo: dict[int, list[InputItem]], save: frozenset[
         items = [it.to_row() for j in sorted(todo) for it in todo[j]]
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 1000)))
         ds = ds.map_batches(
-            Decoder, batch_size=1, concurrency=(1, opts.decoders or max(1, min(workers, 4))),
+            Decoder, batch_size=1, compute=ray.data.ActorPoolStrategy(
+                min_size=1, max_size=opts.decoders or max(1, min(workers, 4))),
             num_cpus=0.5, fn_constructor_kwargs={
                 "detector": opts.detector, "faces": opts.faces, "max_missed": opts.max_missed,
                 "chunk": max(8, opts.batch_size)})
         ds = ds.map_batches(
-            Networks, batch_size=opts.batch_size, concurrency=workers,
+            Networks, batch_size=opts.batch_size,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else threads * 0.75,
             fn_constructor_kwargs={
                 "model": str(opts.model), "assets": opts.assets, "mode": opts.mode,

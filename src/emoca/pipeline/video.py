@@ -184,8 +184,10 @@ def process_video(path: str | Path, dest: str | Path, proc: FaceProcessor,
         The ``video.json`` record plus ``files`` (names relative to ``dest``) and
         ``track_dirs``.
     """
+    from emoca.io.malloc import fix_mmap_threshold
     from emoca.pipeline.bookkeeping import write_json
 
+    fix_mmap_threshold()  # flat memory over long videos (see emoca.io.malloc)
     path, dest = Path(path), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(dest)
