@@ -46,3 +46,16 @@ def test_the_producer_runs_at_most_depth_ahead_and_stops_on_close() -> None:
     gen.close()
     assert threading.active_count() == before
     assert len(produced) < 1000
+
+
+def test_mmap_threshold_fix_is_idempotent() -> None:
+    import sys
+
+    from emoca.io.malloc import fix_mmap_threshold
+
+    first = fix_mmap_threshold()
+    assert fix_mmap_threshold() is first
+    if sys.platform.startswith("linux"):
+        import platform
+
+        assert first == (platform.libc_ver()[0] == "glibc")

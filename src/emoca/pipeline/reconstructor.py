@@ -321,12 +321,15 @@ class Reconstructor:
     def _track_arrays(self, track: _Track) -> TrackArrays:
         """Per-track arrays: codes (smoothed), landmarks in image pixels, emotion."""
         times = np.asarray(track.times, dtype=np.float64)
-        raw = {k: np.stack(v).astype(np.float32) for k, v in track.codes.items()}
+        # copies avoided and the per-frame lists dropped as soon as stacked: a 10-minute
+        # track's peak memory is a few KB per frame (benchmarks/memory_video.py)
+        raw = {k: np.stack(v).astype(np.float32, copy=False) for k, v in track.codes.items()}
+        track.codes.clear()
         codes = smooth_codes(raw, times, self.smoothing) if self.smoothing is not None else raw
         m2c = np.stack(track.image_to_crop)
         arrays: dict[str, np.ndarray] = {
             "frame": np.asarray(track.frames, dtype=np.int64), "time": times,
-            **{k: v.astype(np.float32) for k, v in codes.items()},
+            **{k: v.astype(np.float32, copy=False) for k, v in codes.items()},
             "image_to_crop": m2c, "box": np.stack(track.boxes)}
         if self.smoothing is not None:
             arrays.update({f"raw_{k}": v for k, v in raw.items()})
@@ -340,8 +343,8 @@ class Reconstructor:
                 geo = self.model.decode(c, render=False, detail=False)
             crop_px = geo.landmarks2d.detach().cpu().double().numpy() - 0.5
             c2m = np.linalg.inv(m2c[sl])  # crop -> image per frame
-            lmk2d.append(np.einsum("bij,bnj->bni", c2m[:, :2, :2], crop_px)
-                         + c2m[:, None, :2, 2])
+            lmk2d.append((np.einsum("bij,bnj->bni", c2m[:, :2, :2], crop_px)
+                          + c2m[:, None, :2, 2]).astype(np.float32))
             lmk3d.append(geo.landmarks3d.detach().cpu().numpy())
             if code_head:
                 with self.timer.stage("networks", 0):
@@ -354,8 +357,8 @@ class Reconstructor:
             probs = [np.stack([e.probs.numpy() for e in track.emotion])]
             val = [e.valence for e in track.emotion]
             aro = [e.arousal for e in track.emotion]
-        arrays["landmarks2d"] = np.concatenate(lmk2d).astype(np.float32)
-        arrays["landmarks3d"] = np.concatenate(lmk3d).astype(np.float32)
+        arrays["landmarks2d"] = np.concatenate(lmk2d).astype(np.float32, copy=False)
+        arrays["landmarks3d"] = np.concatenate(lmk3d).astype(np.float32, copy=False)
         if probs:
             arrays["emotion_probs"] = np.concatenate(probs).astype(np.float32)
             arrays["valence"] = np.asarray(val, dtype=np.float32)
