@@ -98,6 +98,7 @@ def main() -> None:
     finally:
         ray.shutdown()
     assert s2.ok and s2.table_rows == args.images, s2.failed
+    torch.set_num_threads(args.cpus)  # the table's machine line names the --cpus setting
     rows = [["single process", f"{t} threads", f"{sec:.1f}", f"{args.images / sec:.2f}",
              f"{single / sec:.2f}"] for t, sec in singles.items()]
     rows += [["Ray, 2 actors", f"{max(1, args.cpus // 2)} threads each", f"{on_ray:.1f}",
