@@ -22,9 +22,14 @@ def positive_int(text: str) -> int:
 
 def print_summary(summary: Any, out: str | os.PathLike) -> None:
     """What a :class:`~emoca.pipeline.bookkeeping.RunSummary` says, one line per item."""
-    print(f"faces written: {len(summary.written)}  skipped (done before): "
-          f"{len(summary.skipped)}  inputs without a face: {len(summary.no_face)}  "
-          f"failed: {len(summary.failed)}")
+    if getattr(summary, "table_rows", None) is not None:  # the dataset engine
+        print(f"faces in the Parquet table: {summary.table_rows}  parts written: "
+              f"{len(summary.written)}  parts skipped (done before): {len(summary.skipped)}  "
+              f"inputs without a face: {len(summary.no_face)}  failed: {len(summary.failed)}")
+    else:
+        print(f"faces written: {len(summary.written)}  skipped (done before): "
+              f"{len(summary.skipped)}  inputs without a face: {len(summary.no_face)}  "
+              f"failed: {len(summary.failed)}")
     for path in summary.no_face:
         print(f"  no face: {path}")
     for path, problems in summary.problems.items():

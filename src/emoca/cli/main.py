@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "assets": ("emoca.cli.assets_cmd", "check, download or synthesise the official files"),
     "reconstruct": ("emoca.cli.reconstruct_cmd",
                     "reconstruct faces from photos and videos (EMOCA)"),
+    "merge-shards": ("emoca.cli.merge_cmd",
+                     "one codes table and summary from the shards of a batch"),
     "fit": ("emoca.cli.fit_cmd", "fit the open ICT-FaceKit model (or FLAME) to photos"),
     "prepare": ("emoca.cli.prepare_cmd", "detect, crop and cache labelled faces for training"),
     "train": ("emoca.cli.train_cmd", "train the emotion net, EMOCA coarse/detail stages or EmoMLP"),

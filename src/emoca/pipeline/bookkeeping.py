@@ -118,6 +118,7 @@ class RunSummary:
     problems: dict[str, list[str]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     interrupted: bool = False
+    table_rows: int | None = None  # faces written to Parquet (dataset engine)
 
     @property
     def ok(self) -> bool:
@@ -131,4 +132,5 @@ class RunSummary:
                 "faces_written": len(self.written), "faces_skipped": len(self.skipped),
                 "written": self.written, "skipped": self.skipped, "no_face": self.no_face,
                 "failed": self.failed, "videos": self.videos, "problems": self.problems,
-                "seconds": self.seconds, "interrupted": self.interrupted}
+                "seconds": self.seconds, "interrupted": self.interrupted,
+                **({} if self.table_rows is None else {"table_rows": self.table_rows})}

@@ -85,6 +85,7 @@ from emoca.pipeline.reconstructor import (
     parse_save,
 )
 from emoca.pipeline.runner import Runner
+from emoca.pipeline.shards import Shard
 from emoca.pipeline.smoothing import SmoothingOptions
 from emoca.pipeline.timing import StageTimer
 from emoca.pipeline.video import VideoOptions
@@ -117,11 +118,13 @@ def reconstruct_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.Pa
                        rec: Reconstructor, *, save: frozenset[str] | None = None,
                        resume: bool = True, texture: str = "photo",
                        smoothing: SmoothingOptions | None = None, overlay: str = "beside",
-                       max_missed: int = 5, progress: bool = True) -> RunSummary:
+                       max_missed: int = 5, progress: bool = True,
+                       shard: Shard | None = None) -> RunSummary:
     """Images, folders, globs and videos -> files under ``out_dir`` and ``summary.json``.
 
     ``save``, ``texture`` and ``smoothing`` are set on ``rec`` (they decide what it
-    computes); the rest goes to the :class:`~emoca.pipeline.runner.Runner`.
+    computes); the rest goes to the :class:`~emoca.pipeline.runner.Runner` (``shard``: only
+    that part of the inputs, see :mod:`emoca.pipeline.shards`).
     """
     from emoca.pipeline.reconstruct_results import RenderOptions
 
@@ -130,7 +133,8 @@ def reconstruct_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.Pa
     rec.render_options = RenderOptions(overlay=True, texture=texture)
     video = VideoOptions(max_missed=max_missed, overlay="video" in rec.video_save,
                          overlay_style=overlay)
-    return Runner(rec, resume=resume, progress=progress, video=video).run(inputs, out_dir)
+    return Runner(rec, resume=resume, progress=progress, video=video,
+                  shard=shard).run(inputs, out_dir)
 
 
 def run_reconstruct(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
@@ -140,7 +144,9 @@ def run_reconstruct(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathL
                     faces: str | os.PathLike | None = None, emotion: str | None = "auto",
                     texture: str = "photo", resume: bool = True,
                     smoothing: SmoothingOptions | None = None, overlay: str = "beside",
-                    max_missed: int = 5, progress: bool = True) -> RunSummary:
+                    max_missed: int = 5, progress: bool = True,
+                    shard: Shard | None = None, precision: str = "fp32",
+                    channels_last: bool = False) -> RunSummary:
     """``emoca reconstruct`` as one call: load the model, emotion head and detector, run.
 
     Options are checked before anything heavy loads (an unusable output folder, a bad
@@ -168,9 +174,10 @@ def run_reconstruct(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathL
         a = Assets(assets)
         net = Emoca.from_pretrained(model, assets=a, device=dev)
         head = load_emotion_head(emotion, a, net.config.name, device=dev)
-        rec = Reconstructor(net, det, head, mode=mode, batch_size=batch_size)
+        rec = Reconstructor(net, det, head, mode=mode, batch_size=batch_size,
+                            precision=precision, channels_last=channels_last)
         return reconstruct_inputs(inputs, out_dir, rec, save=save_set, resume=resume,
                                   texture=texture, smoothing=smoothing, overlay=overlay,
-                                  max_missed=max_missed, progress=progress)
+                                  max_missed=max_missed, progress=progress, shard=shard)
     finally:
         det.close()

@@ -19,6 +19,7 @@ from emoca.detect.crop import CropTransform, FaceCrop, crops_from_image
 from emoca.io.images import load_image
 from emoca.model.emoca_model import DEFAULT_MODEL, Emoca, EmocaCodes
 from emoca.model.emotion import EmotionRecognizer
+from emoca.model.inference import autocast, check_precision, to_channels_last, to_device
 from emoca.pipeline import reconstruct_files
 from emoca.pipeline.emotion_heads import (
     EmotionHead,
@@ -99,6 +100,9 @@ class Reconstructor:
         texture: mesh texture, ``"photo"`` or ``"albedo"``.
         smoothing: One Euro filter for video tracks, or None.
         timer: collects seconds per stage.
+        precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the encoders under
+            autocast (:mod:`emoca.model.inference`; FLAME, emotion, renders stay fp32).
+        channels_last: encoders and crops in NHWC memory order (fast convolutions on GPUs).
     """
 
     command = "reconstruct"
@@ -107,7 +111,9 @@ class Reconstructor:
                  emotion: EmotionHead | None = None, mode: str = "detail",
                  batch_size: int = 8, timer: StageTimer | None = None, *,
                  save: frozenset[str] | None = None, texture: str = "photo",
-                 smoothing: SmoothingOptions | None = None) -> None:
+                 smoothing: SmoothingOptions | None = None, precision: str = "fp32",
+                 channels_last: bool = False) -> None:
+        check_precision(precision)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if batch_size < 1:
@@ -123,6 +129,10 @@ class Reconstructor:
         self.save = save
         self.smoothing = smoothing
         self.render_options = RenderOptions(overlay=True, texture=texture)
+        self.precision = precision
+        self.channels_last = bool(channels_last)
+        if channels_last:
+            to_channels_last([model.E_flame, model.E_expression, model.E_detail])
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL,
@@ -159,7 +169,9 @@ class Reconstructor:
                 "save": sorted(self.save) if self.save is not None else None,
                 "texture": self.render_options.texture, "emotion": head,
                 "smoothing": dataclasses.asdict(self.smoothing)
-                if self.smoothing is not None else None}
+                if self.smoothing is not None else None,
+                # only when set, so earlier runs' done.json stay valid
+                **({} if self.precision == "fp32" else {"precision": self.precision})}
 
     @property
     def image_save(self) -> frozenset[str]:
@@ -194,12 +206,21 @@ class Reconstructor:
         record._cache.clear()  # renders are large; the files hold them now
         return files
 
+    @torch.no_grad()
+    def encode(self, crops: torch.Tensor, detail: bool) -> EmocaCodes:
+        """The encoders at this processor's precision and memory format; float32 codes."""
+        x = to_device(crops, self.device, self.channels_last)
+        with autocast(self.device, self.precision):
+            codes = self.model.encode(x, detail=detail)
+        return codes._map(lambda t: t.float())
+
     def _run_batch(self, jobs: Sequence[FaceJob], render: bool) -> list[FaceResult]:
         model = self.model
-        crops = torch.stack([j.crop.image for j in jobs]).to(self.device)
+        crops = torch.stack([j.crop.image for j in jobs])
         detail = self.mode == "detail"
         with self.timer.stage("networks", len(jobs)):
-            codes = model.encode(crops, detail=detail)
+            codes = self.encode(crops, detail=detail)
+            crops = crops.to(self.device)
             emotions = predict_emotion(self.emotion, codes, crops)
         with self.timer.stage("render" if render else "flame", len(jobs)):
             out = model.decode(codes, render=render, detail=detail and render)
@@ -271,9 +292,10 @@ class Reconstructor:
         jobs = state.pending
         if not jobs:
             return
-        crops = torch.stack([j.crop.image for j in jobs]).to(self.device)
+        crops = torch.stack([j.crop.image for j in jobs])
         with self.timer.stage("networks", len(jobs)):
-            codes = self.model.encode(crops, detail=self.mode == "detail")
+            codes = self.encode(crops, detail=self.mode == "detail")
+            crops = crops.to(self.device)
             # the image-based head needs the crops, which are not kept: run it now
             emotions = predict_emotion(self.emotion, codes, crops) \
                 if isinstance(self.emotion, EmotionRecognizer) else [None] * len(jobs)
@@ -299,12 +321,15 @@ class Reconstructor:
     def _track_arrays(self, track: _Track) -> TrackArrays:
         """Per-track arrays: codes (smoothed), landmarks in image pixels, emotion."""
         times = np.asarray(track.times, dtype=np.float64)
-        raw = {k: np.stack(v).astype(np.float32) for k, v in track.codes.items()}
+        # copies avoided and the per-frame lists dropped as soon as stacked: a 10-minute
+        # track's peak memory is a few KB per frame (benchmarks/memory_video.py)
+        raw = {k: np.stack(v).astype(np.float32, copy=False) for k, v in track.codes.items()}
+        track.codes.clear()
         codes = smooth_codes(raw, times, self.smoothing) if self.smoothing is not None else raw
         m2c = np.stack(track.image_to_crop)
         arrays: dict[str, np.ndarray] = {
             "frame": np.asarray(track.frames, dtype=np.int64), "time": times,
-            **{k: v.astype(np.float32) for k, v in codes.items()},
+            **{k: v.astype(np.float32, copy=False) for k, v in codes.items()},
             "image_to_crop": m2c, "box": np.stack(track.boxes)}
         if self.smoothing is not None:
             arrays.update({f"raw_{k}": v for k, v in raw.items()})
@@ -318,8 +343,8 @@ class Reconstructor:
                 geo = self.model.decode(c, render=False, detail=False)
             crop_px = geo.landmarks2d.detach().cpu().double().numpy() - 0.5
             c2m = np.linalg.inv(m2c[sl])  # crop -> image per frame
-            lmk2d.append(np.einsum("bij,bnj->bni", c2m[:, :2, :2], crop_px)
-                         + c2m[:, None, :2, 2])
+            lmk2d.append((np.einsum("bij,bnj->bni", c2m[:, :2, :2], crop_px)
+                          + c2m[:, None, :2, 2]).astype(np.float32))
             lmk3d.append(geo.landmarks3d.detach().cpu().numpy())
             if code_head:
                 with self.timer.stage("networks", 0):
@@ -332,8 +357,8 @@ class Reconstructor:
             probs = [np.stack([e.probs.numpy() for e in track.emotion])]
             val = [e.valence for e in track.emotion]
             aro = [e.arousal for e in track.emotion]
-        arrays["landmarks2d"] = np.concatenate(lmk2d).astype(np.float32)
-        arrays["landmarks3d"] = np.concatenate(lmk3d).astype(np.float32)
+        arrays["landmarks2d"] = np.concatenate(lmk2d).astype(np.float32, copy=False)
+        arrays["landmarks3d"] = np.concatenate(lmk3d).astype(np.float32, copy=False)
         if probs:
             arrays["emotion_probs"] = np.concatenate(probs).astype(np.float32)
             arrays["valence"] = np.asarray(val, dtype=np.float32)

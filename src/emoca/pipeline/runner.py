@@ -40,6 +40,7 @@ from emoca.pipeline.bookkeeping import (
     write_json,
 )
 from emoca.pipeline.processor import FaceJob, FaceProcessor
+from emoca.pipeline.shards import Shard, shard_keys, shard_of
 from emoca.pipeline.video import VideoOptions, process_video
 
 __all__ = ["Runner", "prepare_output_root"]
@@ -104,14 +105,21 @@ class Runner:
         resume: skip faces and videos finished before with the same settings.
         progress: show progress bars.
         video: :class:`VideoOptions` for videos.
+        shard: process only this shard of the inputs (:mod:`emoca.pipeline.shards`); the
+            summary is then ``summary.shard-I-of-N.json``.
     """
 
     def __init__(self, processor: FaceProcessor, *, resume: bool = True, progress: bool = True,
-                 video: VideoOptions | None = None) -> None:
+                 video: VideoOptions | None = None, shard: Shard | None = None) -> None:
         self.proc = processor
         self.resume = resume
         self.progress = progress
         self.video = video or VideoOptions()
+        self.shard = shard
+
+    @property
+    def summary_name(self) -> str:
+        return "summary.json" if self.shard is None else f"summary.{self.shard.tag}.json"
 
     def run(self, inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
             ) -> RunSummary:
@@ -123,18 +131,28 @@ class Runner:
         summary = RunSummary(command=proc.command, settings=settings)
         try:
             scan = scan_inputs([os.fspath(i) for i in inputs])
+            # names and shard keys come from the whole list: every shard agrees on both
+            keys = shard_keys([p for _, p in scan.items] + scan.unknown)
+
+            def mine(key: str) -> bool:
+                return self.shard is None or shard_of(key, self.shard.count) == self.shard.index
+
             for arg in scan.missing:
-                summary.fail(arg, "no such file, folder or matching glob")
+                if mine(arg):
+                    summary.fail(arg, "no such file, folder or matching glob")
             for p in scan.unknown:
-                summary.fail(p, f"not an image or video (extension {p.suffix or 'none'!r})")
+                if mine(keys[p]):
+                    summary.fail(p, f"not an image or video (extension {p.suffix or 'none'!r})")
             items = []
             for kind, p in scan.items:
                 problem = _regular_file_problem(p)
                 if problem:
-                    summary.fail(p, problem)
+                    if mine(keys[p]):
+                        summary.fail(p, problem)
                 else:
                     items.append((kind, p))
             names = unique_names([p for _, p in items])
+            items = [(kind, p) for kind, p in items if mine(keys[p])]
             images = [p for kind, p in items if kind == "image"]
             videos = [p for kind, p in items if kind == "video"]
             if images:
@@ -146,7 +164,10 @@ class Runner:
             raise
         finally:
             summary.seconds = proc.timer.to_json()
-            write_json(out / "summary.json", summary.to_json())
+            record = summary.to_json()
+            if self.shard is not None:
+                record["shard"] = [self.shard.index, self.shard.count]
+            write_json(out / self.summary_name, record)
         return summary
 
     # ------------------------------------------------------------------ photos

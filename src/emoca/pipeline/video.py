@@ -15,6 +15,7 @@ frame.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from emoca.pipeline.bookkeeping import remove_stale_temp_files
 from emoca.pipeline.processor import FaceJob, FaceProcessor, TrackArrays
 from emoca.pipeline.tracking import FaceTracker
 
-__all__ = ["VideoOptions", "process_video"]
+__all__ = ["VideoOptions", "iter_tracked_faces", "process_video"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,13 @@ class VideoOptions:
         max_missed: frames a face may go undetected before its track ends.
         overlay: write ``overlay.mp4`` (input | drawn faces, or drawn over the input).
         overlay_style: ``"beside"`` or ``"over"``.
+        prefetch: frames decoded ahead in a background thread (0: decode inline).
     """
 
     max_missed: int = 5
     overlay: bool = True
     overlay_style: str = "beside"
+    prefetch: int = 8
 
     def __post_init__(self) -> None:
         if self.overlay_style not in ("beside", "over"):
@@ -51,31 +54,30 @@ class VideoOptions:
             raise ValueError(f"max_missed must be >= 0, got {self.max_missed}")
 
 
-def _track_faces(path: Path, proc: FaceProcessor, options: VideoOptions, progress: bool,
-                 problems: list[str]) -> tuple[Any, Any, int]:
-    """Pass 1: feed every tracked crop to the processor; returns (state, reader, frames)."""
-    from emoca.io.video import VideoReader
+def iter_tracked_faces(path: Path, detect: Callable[[np.ndarray, str], list[Any]],
+                       options: VideoOptions, problems: list[str], reader: Any,
+                       stage: Callable[[str], contextlib.AbstractContextManager[Any]],
+                       on_frame: Callable[[], None] = lambda: None) -> Iterator[FaceJob]:
+    """Decode ``reader`` frame by frame, detect, track: one :class:`FaceJob` per tracked
+    face (``track_id``, ``frame``, ``time`` set; no photo kept). Streams: nothing but the
+    tracker's state outlives a frame. Detector failures end only their frame and are
+    listed in ``problems``."""
+    from emoca.io.prefetch import prefetch
 
-    reader = VideoReader(path)
     tracker = FaceTracker(max_missed=options.max_missed)
-    state = proc.start_video()
-    timer = proc.timer
     failed: list[int] = []
-    n_frames = 0
-    frames = iter(reader)
-    bar = tqdm(desc=f"video {path.name}", unit="frame", total=reader.frame_count or None,
-               disable=not progress)
-    with contextlib.closing(bar):
+    # the next frames decode in a thread while this one is detected and encoded
+    frames = prefetch(reader, depth=options.prefetch) if options.prefetch else iter(reader)
+    try:
         while True:
-            with timer.stage("read"):
+            with stage("read"):
                 frame = next(frames, None)
             if frame is None:
                 break
-            bar.update(1)
-            n_frames += 1
+            on_frame()
             try:
                 # file-based detectors look frames up as "<video name>#<frame index>"
-                crops = proc.detect(frame.image, name=f"{path.name}#{frame.index}")
+                crops = detect(frame.image, f"{path.name}#{frame.index}")
             except Exception as e:  # noqa: BLE001 - one bad frame must not end the video
                 failed.append(frame.index)
                 if len(failed) <= 3:
@@ -88,12 +90,37 @@ def _track_faces(path: Path, proc: FaceProcessor, options: VideoOptions, progres
             ids = tracker.update(np.stack([c.detection.box for c in crops]),
                                  np.stack(lmk) if all(x is not None for x in lmk) else None)
             for tid, k in ids:
-                proc.add_face(state, FaceJob(crops[k], str(path), k, frame=frame.index,
-                                             time=frame.time, track_id=tid))
+                yield FaceJob(crops[k], str(path), k, frame=frame.index, time=frame.time,
+                              track_id=tid)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:  # stops the decoding thread at once
+            close()
     if len(failed) > 3:
         problems.append(f"face detection failed on {len(failed)} frames in all "
                         f"(frames {failed[0]}..{failed[-1]})")
-    return state, reader, n_frames
+
+
+def _track_faces(path: Path, proc: FaceProcessor, options: VideoOptions, progress: bool,
+                 problems: list[str]) -> tuple[Any, Any, int]:
+    """Pass 1: feed every tracked crop to the processor; returns (state, reader, frames)."""
+    from emoca.io.video import VideoReader
+
+    reader = VideoReader(path)
+    state = proc.start_video()
+    count = {"frames": 0}
+    bar = tqdm(desc=f"video {path.name}", unit="frame", total=reader.frame_count or None,
+               disable=not progress)
+
+    def on_frame() -> None:
+        bar.update(1)
+        count["frames"] += 1
+
+    with contextlib.closing(bar):
+        for job in iter_tracked_faces(path, lambda img, name: proc.detect(img, name=name),
+                                      options, problems, reader, proc.timer.stage, on_frame):
+            proc.add_face(state, job)
+    return state, reader, count["frames"]
 
 
 def _write_overlay(path: Path, target: Path, proc: FaceProcessor,
@@ -157,8 +184,10 @@ def process_video(path: str | Path, dest: str | Path, proc: FaceProcessor,
         The ``video.json`` record plus ``files`` (names relative to ``dest``) and
         ``track_dirs``.
     """
+    from emoca.io.malloc import fix_mmap_threshold
     from emoca.pipeline.bookkeeping import write_json
 
+    fix_mmap_threshold()  # flat memory over long videos (see emoca.io.malloc)
     path, dest = Path(path), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(dest)
