@@ -173,6 +173,19 @@ class _Adapter:
                 + cfg.w_expression_prior * exp_term).mean()
 
 
+FIT_REGION = "face_head"
+
+
+def _fit_view(model: nn.Module) -> nn.Module:
+    """The part of ``model`` the fit renders: ICT cut to face and head, else the model."""
+    from emoca.face_model.ict import REGIONS
+
+    region = getattr(model, "region", None)
+    if region in REGIONS and REGIONS[region][1] > REGIONS[FIT_REGION][1]:
+        return model.region_view(FIT_REGION)
+    return model
+
+
 def _init_camera(model_lmk: torch.Tensor, target_ndc: torch.Tensor) -> torch.Tensor:
     """Scale and shift aligning the model's frontal landmarks with the targets (B,3)."""
     m = model_lmk[..., :2] * torch.tensor([1.0, -1.0], device=model_lmk.device)
@@ -283,6 +296,10 @@ class Fitter:
     def __init__(self, face_model: nn.Module, emotion_net: nn.Module | None = None,
                  config: FitConfig | None = None, skin_vertices: torch.Tensor | None = None
                  ) -> None:
+        # renders and exports use the whole model (ICT: eyes, teeth, mouth socket); the fit
+        # itself only needs the skin that the photo shows
+        self.display_model = face_model
+        face_model = _fit_view(face_model)
         self.model = face_model
         self.cfg = config or FitConfig()
         self.adapter = _Adapter(face_model, self.cfg.n_identity)
