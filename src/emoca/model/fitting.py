@@ -50,6 +50,12 @@ class FitConfig:
     objective stays smooth near its optimum. Stages: ``rigid`` (camera and head pose on
     landmarks), ``landmarks`` (+ identity and expression), ``appearance`` (expression, SH
     light and albedo against the photo: photometric and emotion terms, landmarks kept).
+
+    Colour: with ``grey_light`` the SH light has one set of 9 coefficients for all three
+    channels, so the colour of the render comes from the albedo alone and the light cannot
+    tint the skin (per-channel light turned skin magenta and yellow-green). The albedo
+    starts at the least-squares skin colour under the starting light and is held near it
+    by ``w_albedo_prior`` (a skin-tone prior taken from the photo's own skin).
     """
 
     solver: str = "lm"
@@ -72,6 +78,8 @@ class FitConfig:
     w_expression_prior: float = 3e-5
     w_temporal: float = 0.1
     appearance_landmark_boost: float = 10.0
+    grey_light: bool = True
+    w_albedo_prior: float = 0.05
     render_size: int = 112
     n_identity: int = 100
     show_progress: bool = False
@@ -186,6 +194,17 @@ def _fit_view(model: nn.Module) -> nn.Module:
     return model
 
 
+def _default_skin(model: nn.Module) -> torch.Tensor | None:
+    """Vertices whose render is compared with the photo: ICT's narrow face (the skull,
+    ears and neck sit under hair, hats and collars in photos), else all."""
+    from emoca.face_model.ict import REGIONS
+
+    idx = getattr(model, "vertex_indices", None)
+    if idx is None:
+        return None
+    return (idx < REGIONS["narrow_face"][1]).nonzero().squeeze(1)
+
+
 def _init_camera(model_lmk: torch.Tensor, target_ndc: torch.Tensor) -> torch.Tensor:
     """Scale and shift aligning the model's frontal landmarks with the targets (B,3)."""
     m = model_lmk[..., :2] * torch.tensor([1.0, -1.0], device=model_lmk.device)
@@ -290,7 +309,7 @@ class Fitter:
             (B,D), e.g. ``FerXception``; ``None`` disables the emotion term.
         config: :class:`FitConfig`.
         skin_vertices: indices of vertices whose render is compared with the photo
-            (default: all).
+            (default: ICT's narrow face; FLAME all).
     """
 
     def __init__(self, face_model: nn.Module, emotion_net: nn.Module | None = None,
@@ -310,6 +329,8 @@ class Fitter:
         self.renderer = Renderer(face_model.uv_coords, face_model.uv_faces, face_model.faces,
                                  image_size=self.cfg.render_size)
         v = face_model.num_vertices
+        if skin_vertices is None:
+            skin_vertices = _default_skin(face_model)
         self.skin = (torch.ones(v) if skin_vertices is None else
                      torch.zeros(v).index_fill_(0, skin_vertices.long(), 1.0))
 
@@ -413,8 +434,12 @@ class Fitter:
 
         with torch.no_grad():
             cam = _init_camera(ad.landmarks(free()), target)
-        light = torch.zeros(b, 9, 3, device=dev)
+        light = torch.zeros(b, 9, 1 if cfg.grey_light else 3, device=dev)
         light[:, 0] = 3.0  # ambient only: shading ~0.85 everywhere to start
+
+        def lights() -> torch.Tensor:  # (B,9,3): grey light repeats its one channel
+            return light.expand(-1, -1, 3)
+
         albedo = small.mean((2, 3)).clone()
         lmk_w = torch.ones(68, device=dev)
         lmk_w[:17] = cfg.w_contour
@@ -449,6 +474,13 @@ class Fitter:
                 ident = ident_lm
             per_frame = pf
 
+        with torch.no_grad():  # least-squares skin colour under the starting light
+            _, shade, _, skin0 = self._render(free(), cam, lights(), torch.ones_like(albedo),
+                                              small)
+            num = (small * shade * skin0).sum((2, 3))
+            den = (shade * shade * skin0).sum((2, 3))
+            albedo = torch.where(den > 0, num / den.clamp(min=1e-6), albedo).clamp(0.02, 1.0)
+        albedo0 = albedo.clone()
         pose, exp = per_frame[ad.pose_name], per_frame["expression"]
         adam_landmarks = cfg.solver != "lm" or sequence
         stages = [
@@ -473,13 +505,15 @@ class Fitter:
                            leave=False):
                 opt.zero_grad(set_to_none=True)
                 if stage == "appearance":
-                    _, images, _, skin = self._render(free(), cam, light, albedo, small)
+                    _, images, _, skin = self._render(free(), cam, lights(), albedo, small)
                     # photo and emotion terms may move the expression, not the landmarks
                     terms = geometry_terms(ad.landmarks(free()), rigid=False,
                                            boost=cfg.appearance_landmark_boost)
                     diff = (images - small).abs().sum(1, keepdim=True) * skin
                     terms["photometric"] = (cfg.w_photometric * diff.sum()
                                             / skin.sum().clamp(min=1.0))
+                    terms["albedo_prior"] = cfg.w_albedo_prior * (
+                        (albedo - albedo0) ** 2).sum(1).mean()
                     if photo_feat is not None and cfg.w_emotion > 0:
                         terms["emotion"] = cfg.w_emotion * emotion_consistency(
                             photo_feat, self.emotion_net(images).feature)
@@ -497,7 +531,7 @@ class Fitter:
                     callback(stage, it, losses)
             for t in tensors:
                 t.requires_grad_(False)
-        return self._finish(free(), cam, light, albedo, crops, target, photo_feat, losses)
+        return self._finish(free(), cam, lights(), albedo, crops, target, photo_feat, losses)
 
     @torch.no_grad()
     def _finish(self, free, cam, light, albedo, crops, target, photo_feat, losses) -> FitResult:

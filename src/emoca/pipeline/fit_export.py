@@ -54,6 +54,19 @@ class ExportMesh:
     metres_per_unit: float
 
 
+def _smooth(values: torch.Tensor, faces: torch.Tensor, steps: int) -> torch.Tensor:
+    """Average each vertex with its triangle neighbours ``steps`` times (V,)."""
+    v = values.clone()
+    for _ in range(steps):
+        acc = torch.zeros_like(v).index_add_(0, faces.reshape(-1),
+                                              v[faces].sum(1, keepdim=True).expand(-1, 3)
+                                              .reshape(-1))
+        cnt = torch.zeros_like(v).index_add_(0, faces.reshape(-1),
+                                              torch.full((faces.numel(),), 3.0))
+        v = acc / cnt.clamp(min=1)
+    return v
+
+
 class HeadExporter:
     """Builds :class:`ExportMesh` and overlays for one display model (built once).
 
@@ -67,6 +80,7 @@ class HeadExporter:
         faces = model.faces.cpu()
         self.is_ict = hasattr(model, "vertex_indices")
         if self.is_ict:
+            from emoca.face_model.ict import REGIONS
             from emoca.face_model.ict_parts import (
                 PART_NAMES,
                 atlas_uvs,
@@ -79,13 +93,15 @@ class HeadExporter:
             uv, uvf = atlas_uvs(model.uv_coords.cpu().numpy(), model.uv_faces.cpu().numpy(),
                                 faces.numpy(), vidx)
             colors, skin = part_base_colors(model.neutral.cpu().numpy(), labels)
-            from emoca.face_model.ict import REGIONS
-
             keep = (np.isin(labels, [PART_NAMES.index(p) for p in OVERLAY_PARTS])
                     | (vidx < REGIONS[OVERLAY_REGION][1]))
             self.uvs, self.uv_faces = torch.from_numpy(uv), torch.from_numpy(uvf)
             self.base_colors = torch.from_numpy(colors)
             self.skin = torch.from_numpy(skin.astype(np.float32))
+            # the photo textures the narrow face only (beyond it: hair, collars, background),
+            # fading out over a few rings of vertices so there is no hard seam
+            narrow = torch.from_numpy((vidx < REGIONS[OVERLAY_REGION][1]).astype(np.float32))
+            self.photo_weight = _smooth(narrow, faces, 6) * narrow
             self.overlay_faces = faces[torch.from_numpy(keep)[faces].all(1)]
             self.metres = 0.01
         else:
@@ -93,6 +109,7 @@ class HeadExporter:
             n = model.num_vertices
             self.base_colors = torch.zeros(n, 3)
             self.skin = torch.ones(n)
+            self.photo_weight = self.skin
             self.overlay_faces = faces
             self.metres = 1.0
         self.baker = UVBaker(self.uvs, self.uv_faces, faces, texture_size)
@@ -121,6 +138,7 @@ class HeadExporter:
                            self.base_colors.to(vis))
         img = torch.from_numpy(np.array(photo, np.float32)).permute(2, 0, 1) / 255.0
         vis, fill, skin = vis.cpu(), fill.cpu(), skin.cpu()
+        skin = self.photo_weight
         tex = bake_photo_texture(self.baker, px, vis, img, fill, skin)
         h, w = img.shape[-2:]
         grid = torch.stack([(px[:, 0] + 0.5) / w * 2 - 1, (px[:, 1] + 0.5) / h * 2 - 1], -1)
