@@ -3,7 +3,7 @@
 Fits ICT-FaceKit to each photo twice in one run: as before (per-channel SH light, albedo
 compared over the whole rendered head, no albedo prior) and as now (FitConfig defaults:
 grey light, narrow-face skin, skin-tone prior), then reports, per photo, the mean
-CIEDE2000 over the same mask (the narrow face, front-facing, at the fit's 112 px render),
+CIEDE2000 over the same mask (the narrow face, front-facing, rendered at 112 px),
 the mean RGB of photo and render there, and the FER net's top class on photo and render.
 
 Photos: skimage's astronaut, matplotlib's Grace Hopper, and any extra paths given.
@@ -48,7 +48,9 @@ def main() -> None:
     ict = ICTFaceModel.default()
     fer = FerXception.from_hdf5()
     det = create_detector("mediapipe")
-    old = Fitter(ict, fer, FitConfig(grey_light=False, w_albedo_prior=0.0),
+    previous = FitConfig(render_size=112, steps_appearance=30, lm_tol=0.0, grey_light=False,
+                         w_albedo_prior=0.0)
+    old = Fitter(ict, fer, previous,
                  skin_vertices=torch.arange(ict.num_vertices))
     new = Fitter(ict, fer, FitConfig())
     rows, totals = [], {"before": [], "after": []}
@@ -56,8 +58,9 @@ def main() -> None:
         c = crops_from_image(img, det)[0]
         lmk = torch.as_tensor(c.transform.to_crop(c.detection.landmarks68()),
                               dtype=torch.float32)[None]
-        small = torch.nn.functional.interpolate(c.image[None], size=(112, 112), mode="bilinear",
-                                                antialias=True, align_corners=False)
+        small = torch.nn.functional.interpolate(c.image[None], size=(112, 112),
+                                                mode="bilinear", antialias=True,
+                                                align_corners=False)
         row = [name]
         photo_top = FER[int(fer(c.image[None]).probs[0].argmax())]
         for label, fitter in (("before", old), ("after", new)):
@@ -81,7 +84,8 @@ def main() -> None:
         cols += [f"dE00 {label}", "photo RGB", f"render RGB {label}", f"FER photo/render {label}"]
     print_table("Render vs photo colour over the narrow-face skin (CIEDE2000, lower is better)",
                 cols, rows)
-    print(f"mean dE00: before {np.mean(totals['before']):.2f}, after {np.mean(totals['after']):.2f}")
+    before, after = np.mean(totals["before"]), np.mean(totals["after"])
+    print(f"mean dE00: before {before:.2f}, after {after:.2f}")
     print_reproduce()
 
 

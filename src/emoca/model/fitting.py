@@ -31,6 +31,7 @@ from emoca.geometry import ndc_to_pixels, orthographic_project, pixels_to_ndc
 from emoca.io.bundle import TensorBundle
 from emoca.losses.emotion import emotion_consistency
 from emoca.losses.landmarks import eye_closure_loss, lip_closure_loss, mouth_corner_loss
+from emoca.model.fit_colour import solve_grey_light_albedo
 from emoca.render.geometry import vertex_normals
 from emoca.render.raster import deca_to_raster, interpolate, rasterize
 from emoca.render.renderer import Renderer
@@ -60,9 +61,10 @@ class FitConfig:
 
     solver: str = "lm"
     lm_iterations: int = 40
+    lm_tol: float = 1e-4
     steps_rigid: int = 60
     steps_landmarks: int = 300
-    steps_appearance: int = 30
+    steps_appearance: int = 10
     lr_identity: float = 0.3
     lr_expression: float = 0.06
     lr_pose: float = 0.01
@@ -80,7 +82,7 @@ class FitConfig:
     appearance_landmark_boost: float = 10.0
     grey_light: bool = True
     w_albedo_prior: float = 0.05
-    render_size: int = 112
+    render_size: int = 64
     n_identity: int = 100
     show_progress: bool = False
 
@@ -236,7 +238,7 @@ def _pair_distance_residuals(lmk: torch.Tensor, target: torch.Tensor) -> torch.T
 def levenberg_marquardt(residuals: Callable[..., torch.Tensor], theta: torch.Tensor,
                         *data: torch.Tensor, iterations: int = 30,
                         lower: torch.Tensor | None = None, upper: torch.Tensor | None = None,
-                        damping: float = 1e-3) -> torch.Tensor:
+                        damping: float = 1e-3, tol: float = 0.0) -> torch.Tensor:
     """Batched Levenberg-Marquardt with box bounds (projected steps).
 
     Args:
@@ -247,6 +249,8 @@ def levenberg_marquardt(residuals: Callable[..., torch.Tensor], theta: torch.Ten
         iterations: LM iterations.
         lower, upper: (P,) bounds or None (steps are clamped into them).
         damping: initial lambda (Marquardt's scaling by diag(J^T J)).
+        tol: stop once every sample has taken an accepted step that lowered its cost by
+            less than this fraction (0: run all iterations).
 
     Returns:
         (B,P) parameters with a residual norm no larger than at the start.
@@ -262,6 +266,7 @@ def levenberg_marquardt(residuals: Callable[..., torch.Tensor], theta: torch.Ten
     r = residuals(theta, *data).detach()
     cost = (r ** 2).sum(1)
     eye = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
+    done = torch.zeros_like(cost, dtype=torch.bool)
     for _ in range(iterations):
         j = jac(theta, *data).detach()  # (B,R,P)
         jtj = j.transpose(1, 2) @ j
@@ -292,10 +297,14 @@ def levenberg_marquardt(residuals: Callable[..., torch.Tensor], theta: torch.Ten
         r_new = residuals(cand, *data).detach()
         cost_new = (r_new ** 2).sum(1)
         better = cost_new < cost
+        if tol > 0:
+            done |= better & (cost - cost_new <= tol * cost)
         theta = torch.where(better[:, None], cand, theta)
         r = torch.where(better[:, None], r_new, r)
         cost = torch.where(better, cost_new, cost)
         lam = torch.where(better, lam / 3, lam * 4).clamp(1e-9, 1e9)
+        if tol > 0 and bool(done.all()):
+            break
     return theta
 
 
@@ -334,6 +343,20 @@ class Fitter:
         self.skin = (torch.ones(v) if skin_vertices is None else
                      torch.zeros(v).index_fill_(0, skin_vertices.long(), 1.0))
 
+    def _raster_attrs(self, free: dict[str, torch.Tensor], cam: torch.Tensor, size: int):
+        """Vertices (B,V,3), normal + skin images (B,4,S,S), alpha and front-facing masks."""
+        verts = self.model(**self.adapter.model_params(free)).vertices
+        b, faces = verts.shape[0], self.model.faces
+        frags = rasterize(deca_to_raster(orthographic_project(verts, cam)), faces, size, size)
+        attrs = torch.cat([vertex_normals(verts, faces),
+                           self.skin.to(verts)[None, :, None].expand(b, -1, 1)], dim=-1)
+        pix = interpolate(attrs, frags, faces).permute(0, 3, 1, 2)
+        alpha = frags.mask[:, None].to(verts.dtype)
+        # inner surfaces seen through the eye and mouth openings face away from the camera
+        # (+z): draw them black and keep them out of the photometric comparison
+        front = (pix[:, 2:3] > 0).to(verts.dtype)
+        return verts, pix, alpha, front
+
     def _render(self, free: dict[str, torch.Tensor], cam: torch.Tensor, light: torch.Tensor,
                 albedo: torch.Tensor, background: torch.Tensor):
         """Constant-albedo SH render over ``background`` and its skin mask.
@@ -345,16 +368,7 @@ class Fitter:
         Returns:
             vertices (B,V,3), images (B,3,S,S), alpha (B,1,S,S), skin mask (B,1,S,S).
         """
-        verts = self.model(**self.adapter.model_params(free)).vertices
-        b, size, faces = verts.shape[0], background.shape[-1], self.model.faces
-        frags = rasterize(deca_to_raster(orthographic_project(verts, cam)), faces, size, size)
-        attrs = torch.cat([vertex_normals(verts, faces),
-                           self.skin.to(verts)[None, :, None].expand(b, -1, 1)], dim=-1)
-        pix = interpolate(attrs, frags, faces).permute(0, 3, 1, 2)
-        alpha = frags.mask[:, None].to(verts.dtype)
-        # inner surfaces seen through the eye and mouth openings face away from the camera
-        # (+z): draw them black and keep them out of the photometric comparison
-        front = (pix[:, 2:3] > 0).to(verts.dtype)
+        verts, pix, alpha, front = self._raster_attrs(free, cam, background.shape[-1])
         shaded = albedo[:, :, None, None] * add_sh_light(pix[:, :3], light) * front
         images = shaded * alpha + background * (1 - alpha)
         return verts, images, alpha, (pix[:, 3:] > 0.5).to(verts.dtype) * alpha * front
@@ -404,10 +418,11 @@ class Fitter:
 
         t_r = levenberg_marquardt(rigid_res, theta[:, rigid_cols], target, theta[:, mid],
                                   iterations=cfg.lm_iterations // 2, lower=lower[rigid_cols],
-                                  upper=upper[rigid_cols])
+                                  upper=upper[rigid_cols], tol=cfg.lm_tol)
         theta = torch.cat([t_r[:, :3], theta[:, mid], t_r[:, 3:]], dim=1)
         theta = levenberg_marquardt(lambda t, tgt: residuals(t, tgt, rigid=False), theta, target,
-                                    iterations=cfg.lm_iterations, lower=lower, upper=upper)
+                                    iterations=cfg.lm_iterations, lower=lower, upper=upper,
+                                    tol=cfg.lm_tol)
         c, p = unpack(theta)
         ident = p.pop(ad.identity_name).contiguous()
         return c.contiguous(), ident, {k: v.contiguous() for k, v in p.items()}
@@ -474,12 +489,12 @@ class Fitter:
                 ident = ident_lm
             per_frame = pf
 
-        with torch.no_grad():  # least-squares skin colour under the starting light
-            _, shade, _, skin0 = self._render(free(), cam, lights(), torch.ones_like(albedo),
-                                              small)
-            num = (small * shade * skin0).sum((2, 3))
-            den = (shade * shade * skin0).sum((2, 3))
-            albedo = torch.where(den > 0, num / den.clamp(min=1e-6), albedo).clamp(0.02, 1.0)
+        if cfg.grey_light:  # least-squares grey light and skin colour for the fitted shape
+            with torch.no_grad():
+                _, pix, alpha, front = self._raster_attrs(free(), cam, small.shape[-1])
+                mask = (pix[:, 3:] > 0.5).to(pix.dtype) * alpha * front
+                light3, albedo = solve_grey_light_albedo(small, pix[:, :3], mask)
+                light = light3[:, :, :1].clone()
         albedo0 = albedo.clone()
         pose, exp = per_frame[ad.pose_name], per_frame["expression"]
         adam_landmarks = cfg.solver != "lm" or sequence
