@@ -20,12 +20,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_reproduce, print_table, timeit  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "ict-facekit"
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--ict-dir", default=str(SHARED))
+    ap.add_argument("--ict-dir", default=None, help="default: the packaged ICT-FaceKit copy")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-compare", action="store_true")
@@ -42,7 +40,7 @@ def main() -> None:
     from emoca.model.fitting import FitConfig, Fitter, orthographic_project
     from emoca.nets.fer_xception import FerXception
 
-    ict = ICTFaceModel.from_dir(args.ict_dir)
+    ict = ICTFaceModel.default(args.ict_dir)
     fer = FerXception.from_hdf5()
     det = create_detector("mediapipe")
     with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
