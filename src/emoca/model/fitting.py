@@ -78,6 +78,14 @@ class FitConfig:
     w_emotion: float = 0.05
     w_identity_prior: float = 3e-6
     w_expression_prior: float = 3e-5
+    # ARKit shapes the 68 landmarks barely see (cheek volume, lip roll and press, gaze, jaw
+    # thrust): their prior is this many times stronger, so that they do not soak up what
+    # identity, smile and jaw should explain (cheekPuff ~1 on neutral faces before)
+    weak_shape_prior: float = 30.0
+    weak_shapes: tuple[str, ...] = (
+        "cheekPuff", "cheekSquint", "mouthPress", "mouthFunnel", "mouthRoll", "mouthShrug",
+        "mouthDimple", "jawForward", "eyeLook", "eyeWide", "noseSneer", "mouthClose",
+        "mouthPucker", "mouthLeft", "mouthRight", "jawLeft", "jawRight")
     w_temporal: float = 0.1
     appearance_landmark_boost: float = 10.0
     grey_light: bool = True
@@ -176,9 +184,22 @@ class _Adapter:
         rot = axis_angle_to_matrix(free["rotation"])
         return pts @ rot.transpose(1, 2)
 
+    def expression_prior_scale(self, cfg: FitConfig) -> torch.Tensor:
+        """(n_exp,) prior multiplier per expression mode (ICT: weak shapes stronger)."""
+        n = self.free["expression"]
+        names = getattr(self.model, "expression_names", None)
+        scale = torch.ones(n)
+        if self.kind == "ict" and names is not None:
+            for j, name in enumerate(names):
+                if name.startswith(cfg.weak_shapes):
+                    scale[j] = cfg.weak_shape_prior
+        return scale
+
     def prior(self, free: dict[str, torch.Tensor], cfg: FitConfig) -> torch.Tensor:
         ident, exp = free[self.identity_name], free["expression"]
-        exp_term = exp.abs().sum(1) if self.kind == "ict" else (exp ** 2).sum(1)
+        scale = self.expression_prior_scale(cfg).to(exp)
+        exp_term = ((exp.abs() * scale).sum(1) if self.kind == "ict"
+                    else (exp ** 2 * scale).sum(1))
         return (cfg.w_identity_prior * (ident ** 2).sum(1)
                 + cfg.w_expression_prior * exp_term).mean()
 
@@ -382,6 +403,7 @@ class Fitter:
         sqrt_w = (lmk_w / lmk_w.sum()).sqrt()[None, :, None] * cfg.w_landmarks ** 0.5
         pair_w = torch.tensor([cfg.w_eye] * 4 + [cfg.w_lip] * 3 + [cfg.w_corner] * 2,
                               device=target.device).sqrt() / 3.0
+        exp_prior = (cfg.w_expression_prior * ad.expression_prior_scale(cfg)).sqrt().to(target)
 
         def unpack(theta: torch.Tensor):
             c = theta[:, :3]
@@ -395,7 +417,7 @@ class Fitter:
             if not rigid:
                 res.append(_pair_distance_residuals(lmk, tgt) * pair_w)
                 res.append(cfg.w_identity_prior ** 0.5 * p[ad.identity_name])
-                res.append(cfg.w_expression_prior ** 0.5 * p["expression"])
+                res.append(exp_prior * p["expression"])
             return torch.cat(res, dim=1)
 
         theta = torch.cat([cam] + [free[n] for n in names], dim=1)
