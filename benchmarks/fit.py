@@ -81,14 +81,12 @@ def main() -> None:
             total = float(np.median(times))
             cpu[label] = float(np.median(cpus))
             rows.append([name, label, f"{t_det * 1e3:.0f}", f"{total:.2f}", f"{cpu[label]:.2f}",
-                         f"{total - stage_t.get('appearance', 0):.2f}",
-                         f"{stage_t.get('appearance', 0):.2f}",
                          f"{float(res.landmark_error):.4f}"])
         if "previous" in cpu:
             ratios.append(cpu["previous"] / cpu["current"])
     print_table("Fit per image (ICT-FaceKit)",
                 ["photo", "config", "detect+crop ms", "fit wall s", "fit CPU s",
-                 "landmark LM + finish s", "appearance stage s", "landmark err / IOD"], rows)
+                 "landmark err / IOD"], rows)
     if ratios:
         print("CPU-time speed-up current vs previous: "
               + ", ".join(f"{r:.2f}x" for r in ratios))
