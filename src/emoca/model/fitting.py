@@ -110,7 +110,8 @@ class FitResult(TensorBundle):
         albedo: (B,3) RGB skin albedo (constant per face).
         vertices: (B,V,3) posed vertices, model units.
         landmarks2d: (B,68,2) projected landmarks in crop pixels (centres at integers).
-        render: (B,3,S,S) lit render composited over the crop.
+        render: (B,3,S,S) lit render composited over the crop (the whole display model:
+            ICT with eyes, teeth, gums and mouth socket).
         alpha: (B,1,S,S) render coverage.
         landmark_error: (B,) mean landmark distance / inter-ocular distance.
         emotion_feature_distance: (B,) mean squared distance of the emotion features of
@@ -348,6 +349,7 @@ class Fitter:
         # renders and exports use the whole model (ICT: eyes, teeth, mouth socket); the fit
         # itself only needs the skin that the photo shows
         self.display_model = face_model
+        self._display_colors: tuple[torch.Tensor, torch.Tensor] | None = None
         face_model = _fit_view(face_model)
         self.model = face_model
         self.cfg = config or FitConfig()
@@ -571,15 +573,45 @@ class Fitter:
         return self._finish(free(), cam, lights(), albedo, crops, target, photo_feat, losses)
 
     @torch.no_grad()
+    def _render_whole(self, free: dict[str, torch.Tensor], cam: torch.Tensor,
+                      light: torch.Tensor, albedo: torch.Tensor, background: torch.Tensor):
+        """The lit render of the whole display model (ICT: eyes, teeth, gums and mouth socket
+        in their fixed colours, skin in the fitted albedo); else :meth:`_render`.
+
+        Returns:
+            images (B,3,S,S), alpha (B,1,S,S).
+        """
+        disp = self.display_model
+        if disp is self.model or not hasattr(disp, "vertex_indices"):
+            _, images, alpha, _ = self._render(free, cam, light, albedo, background)
+            return images, alpha
+        from emoca.face_model.ict_parts import part_base_colors, part_labels
+
+        if self._display_colors is None:
+            cols, skin = part_base_colors(disp.neutral.cpu().numpy(),
+                                          part_labels(disp.vertex_indices.cpu().numpy()))
+            self._display_colors = (torch.from_numpy(cols), torch.from_numpy(skin))
+        base, skin = (t.to(background.device) for t in self._display_colors)
+        verts = disp(**self.adapter.model_params(free)).vertices
+        b, size, faces = verts.shape[0], background.shape[-1], disp.faces
+        colors = torch.where(skin[None, :, None], albedo[:, None, :], base[None].to(verts))
+        frags = rasterize(deca_to_raster(orthographic_project(verts, cam)), faces, size, size)
+        attrs = torch.cat([vertex_normals(verts, faces), colors.expand(b, -1, 3)], dim=-1)
+        pix = interpolate(attrs, frags, faces).permute(0, 3, 1, 2)
+        alpha = frags.mask[:, None].to(verts.dtype)
+        shaded = pix[:, 3:] * add_sh_light(pix[:, :3], light) * (pix[:, 2:3] > 0)
+        return shaded * alpha + background * (1 - alpha), alpha
+
     def _finish(self, free, cam, light, albedo, crops, target, photo_feat, losses) -> FitResult:
         size = crops.shape[-1]
-        verts, images, alpha, _ = self._render(free, cam, light, albedo, crops)
+        verts = self.model(**self.adapter.model_params(free)).vertices
+        images, alpha = self._render_whole(free, cam, light, albedo, crops)
         lmk = orthographic_project(self.adapter.landmarks(free), cam)[..., :2]
         err = (lmk - target).norm(dim=-1).mean(1) / _inter_ocular(target)
         if photo_feat is not None:
             small = F.interpolate(crops, size=(self.cfg.render_size,) * 2, mode="bilinear",
                                   antialias=True, align_corners=False)
-            _, small_images, _, _ = self._render(free, cam, light, albedo, small)
+            small_images, _ = self._render_whole(free, cam, light, albedo, small)
             emo = (self.emotion_net(small_images).feature - photo_feat).pow(2).mean(1)
         else:
             emo = torch.full((verts.shape[0],), math.nan, device=crops.device)
