@@ -1,7 +1,10 @@
 """Open fitting cost: seconds per image and the cost of each loss term per iteration.
 
-Fits ICT-FaceKit to the astronaut and Grace Hopper photos (detection excluded), then times
-the pieces of one appearance-stage iteration separately.
+Fits ICT-FaceKit to the astronaut and Grace Hopper photos (detection excluded) with the
+current FitConfig and with the previous defaults (``--no-compare`` skips those), then times
+the pieces of one appearance-stage iteration separately. Both wall and process CPU seconds
+are printed: on a shared machine the CPU seconds and the ratio between the two configs,
+measured in the same run, are the figures to compare.
 """
 
 from __future__ import annotations
@@ -17,14 +20,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_reproduce, print_table, timeit  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "ict-facekit"
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--ict-dir", default=str(SHARED))
+    ap.add_argument("--ict-dir", default=None, help="default: the packaged ICT-FaceKit copy")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-compare", action="store_true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -35,48 +37,63 @@ def main() -> None:
     from emoca.detect import create_detector
     from emoca.detect.crop import crops_from_image
     from emoca.face_model.ict import ICTFaceModel
-    from emoca.model.fitting import Fitter, orthographic_project
+    from emoca.model.fitting import FitConfig, Fitter, orthographic_project
     from emoca.nets.fer_xception import FerXception
 
-    ict = ICTFaceModel.from_dir(args.ict_dir)
+    ict = ICTFaceModel.default(args.ict_dir)
     fer = FerXception.from_hdf5()
     det = create_detector("mediapipe")
     with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as im:
         grace = np.asarray(im.convert("RGB"))
     fitter = Fitter(ict, fer)
+    configs = [("current", fitter)]
+    if not args.no_compare:  # the defaults before the speed and colour work
+        previous = FitConfig(render_size=112, steps_appearance=30, lm_tol=0.0,
+                             grey_light=False, w_albedo_prior=0.0)
+        configs.append(("previous", Fitter(ict, fer, previous,
+                                           skin_vertices=torch.arange(ict.num_vertices))))
     rows = []
+    ratios = []
     for name, img in (("astronaut", skimage.data.astronaut()), ("grace_hopper", grace)):
         c = crops_from_image(img, det)[0]
         lmk = torch.as_tensor(c.transform.to_crop(c.detection.landmarks68()),
                               dtype=torch.float32)[None]
         t_det = timeit(lambda img=img: crops_from_image(img, det), repeat=args.repeat)
-        stage_t: dict[str, float] = {}
-        last = [0.0]
+        cpu = {}
+        for label, ftr in configs:
+            stage_t: dict[str, float] = {}
+            last = [0.0]
 
-        def cb(stage: str, it: int, _: dict, stage_t=stage_t, last=last) -> None:
-            now = time.perf_counter()
-            stage_t[stage] = stage_t.get(stage, 0.0) + now - last[0]
-            last[0] = now
+            def cb(stage: str, it: int, _: dict, stage_t=stage_t, last=last) -> None:
+                now = time.perf_counter()
+                stage_t[stage] = stage_t.get(stage, 0.0) + now - last[0]
+                last[0] = now
 
-        times = []
-        for _ in range(args.repeat):
-            stage_t.clear()
-            t0 = time.perf_counter()
-            last[0] = t0
-            res = fitter.fit(c.image[None], lmk, callback=cb)
-            times.append(time.perf_counter() - t0)
-        total = float(np.median(times))
-        rows.append([name, f"{t_det * 1e3:.0f}", f"{total:.2f}",
-                     f"{total - stage_t.get('appearance', 0):.2f}",
-                     f"{stage_t.get('appearance', 0):.2f}",
-                     f"{float(res.landmark_error):.4f}"])
-    print_table("Fit per image (ICT-FaceKit, default FitConfig)",
-                ["photo", "detect+crop ms", "fit s", "landmark LM + finish s",
-                 "appearance stage s", "landmark err / IOD"], rows)
+            ftr.fit(c.image[None], lmk)  # warm-up (first-call costs)
+            times, cpus = [], []
+            for _ in range(args.repeat):
+                stage_t.clear()
+                t0, c0 = time.perf_counter(), time.process_time()
+                last[0] = t0
+                res = ftr.fit(c.image[None], lmk, callback=cb)
+                times.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
+            total = float(np.median(times))
+            cpu[label] = float(np.median(cpus))
+            rows.append([name, label, f"{t_det * 1e3:.0f}", f"{total:.2f}", f"{cpu[label]:.2f}",
+                         f"{float(res.landmark_error):.4f}"])
+        if "previous" in cpu:
+            ratios.append(cpu["previous"] / cpu["current"])
+    print_table("Fit per image (ICT-FaceKit)",
+                ["photo", "config", "detect+crop ms", "fit wall s", "fit CPU s",
+                 "landmark err / IOD"], rows)
+    if ratios:
+        print("CPU-time speed-up current vs previous: "
+              + ", ".join(f"{r:.2f}x" for r in ratios))
 
     # one appearance iteration, piece by piece
     b = 1
-    small = torch.rand(b, 3, 112, 112)
+    small = torch.rand(b, 3, fitter.cfg.render_size, fitter.cfg.render_size)
     free = fitter.adapter.init(b, torch.device("cpu"))
     cam = torch.tensor([[0.09, 0.0, 1.0]])
     light = torch.zeros(b, 9, 3)
@@ -102,7 +119,7 @@ def main() -> None:
         orthographic_project(fitter.adapter.landmarks(free), cam).sum().backward()
 
     parts = [("ICT mesh forward", geometry), ("landmarks (68-vertex path) fwd+bwd", landmarks_only),
-             ("render 112 (raster+shade) forward", render),
+             (f"render {fitter.cfg.render_size} (raster+shade) forward", render),
              ("photometric term fwd+bwd (incl. render)", photometric_step),
              ("emotion term fwd+bwd (incl. render)", emotion_step)]
     rows = [[n, f"{timeit(fn, repeat=5) * 1e3:.1f}"] for n, fn in parts]

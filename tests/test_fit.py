@@ -151,19 +151,30 @@ def test_fit_cli_end_to_end_with_bad_inputs_and_resume(tmp_path, ict_dir):
                  "params.npz", "overlay.png", "overlay_full.png", "done.json"):
         assert (face / name).stat().st_size > 0, name
     params = json.loads((face / "params.json").read_text())
+    from emoca.face_model.arkit import ARKIT_NAMES
+
     weights = params["arkit_blendshapes"]
-    assert len(weights) == 53 and all(0.0 <= w <= 1.0 for w in weights.values())
+    assert list(weights) == list(ARKIT_NAMES)
+    assert all(0.0 <= w <= 1.0 for w in weights.values())
+    ict_w = params["ict_blendshapes"]
+    assert len(ict_w) == 53
+    assert weights["mouthSmileLeft"] == pytest.approx(ict_w["mouthSmile_L"], abs=2e-5)
+    assert weights["cheekPuff"] == pytest.approx(
+        (ict_w["cheekPuff_L"] + ict_w["cheekPuff_R"]) / 2, abs=2e-5)
     assert max(params["emotion_photo"], key=params["emotion_photo"].get) == "happy"
     arrays = np.load(face / "params.npz")
-    for mesh_file in ("mesh.ply", "mesh.glb"):
-        mesh = trimesh.load(face / mesh_file, process=False, force="mesh")
-        np.testing.assert_allclose(np.asarray(mesh.vertices), arrays["vertices"], atol=1e-5)
-    # trimesh splits OBJ vertices along UV seams: compare the sets of positions
-    obj = trimesh.load(face / "mesh.obj", process=False, force="mesh")
-    assert obj.visual.uv is not None and len(obj.visual.uv) == len(obj.vertices)
+    mesh = trimesh.load(face / "mesh.ply", process=False, force="mesh")
+    np.testing.assert_allclose(np.asarray(mesh.vertices), arrays["vertices"], atol=1e-5)
+    # trimesh splits OBJ vertices along UV seams: compare the sets of positions; the GLB is
+    # split the same way and in metres (ICT is in cm)
     from scipy.spatial import cKDTree
 
     ours = arrays["vertices"]
+    glb = trimesh.load(face / "mesh.glb", process=False, force="mesh")
+    dist, _ = cKDTree(ours).query(np.asarray(glb.vertices) * 100.0)
+    assert dist.max() < 1e-3
+    obj = trimesh.load(face / "mesh.obj", process=False, force="mesh")
+    assert obj.visual.uv is not None and len(obj.visual.uv) == len(obj.vertices)
     dist, idx = cKDTree(ours).query(np.asarray(obj.vertices))
     assert dist.max() < 1e-4
     used = np.unique(ict_faces_of(face))

@@ -46,10 +46,19 @@ def test_video_fit_writes_curves_neutral_mesh_and_overlay(tmp_path, ict_dir):
     assert res["tracks"] == {"0": 6} and res["problems"] == []
     tdir = tmp_path / "out" / "clip" / "track_0"
     rows = list(csv.reader((tdir / "blendshapes.csv").open()))
-    assert rows[0][:3] == ["frame", "time", "browDown_L"] and len(rows[0]) == 2 + 53
+    from emoca.face_model.arkit import ARKIT_NAMES
+
+    assert rows[0] == ["frame", "time", *ARKIT_NAMES] and len(rows[0]) == 2 + 52
     weights = np.array([[float(x) for x in r[2:]] for r in rows[1:]])
-    assert weights.shape == (6, 53) and weights.min() >= 0 and weights.max() <= 1
+    assert weights.shape == (6, 52) and weights.min() >= 0 and weights.max() <= 1
     p = np.load(tdir / "params.npz")
+    # the CSV's ARKit columns are the ICT weights, split halves averaged
+    i_in = ict.expression_names.index("browInnerUp_L"), ict.expression_names.index("browInnerUp_R")
+    np.testing.assert_allclose(weights[:, ARKIT_NAMES.index("browInnerUp")],
+                               p["expression"][:, list(i_in)].mean(1), atol=2e-5)
+    np.testing.assert_allclose(weights[:, ARKIT_NAMES.index("jawOpen")],
+                               p["expression"][:, ict.expression_names.index("jawOpen")],
+                               atol=2e-5)
     np.testing.assert_array_equal(p["frame"], np.arange(6))
     # one identity per chunk of 3 frames, different chunks fitted separately
     np.testing.assert_array_equal(p["identity"][0], p["identity"][2])

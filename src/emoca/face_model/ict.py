@@ -71,6 +71,8 @@ REGIONS: dict[str, tuple[int, int]] = {
     "narrow_face": (0, 6706),
     "face": (0, 9409),
     "face_head": (0, 11248),  # face + head and neck; no mouth socket, eyes, teeth, gums
+    # + mouth socket, eye sockets, gums and tongue, teeth, eyeballs (no see-through eye layers)
+    "whole_head": (0, 24591),
     "full": (0, N_VERTICES),
 }
 
@@ -264,6 +266,27 @@ class ICTFaceModel(nn.Module):
             f"no ICT-FaceKit model in {path}: expected {NPZ_NAME} or {PACKED_NAME}, or "
             f"FaceXModel/ (or the folder itself) holding {NEUTRAL_NAME}.obj and identity000.obj"
         )
+
+    def region_view(self, region: str) -> ICTFaceModel:
+        """The same model cut to a smaller region (no file read; buffers are copied).
+
+        Regions all start at vertex 0, so the first ``stop`` vertices of this model are the
+        smaller region's; parameters mean the same in both.
+        """
+        start, stop = REGIONS[region]
+        if region == self.region:
+            return self
+        if start != 0 or stop > self.n_vertices:
+            raise ValueError(f"region {region!r} is not inside this model's {self.region!r}")
+        uv = self.uv_coords.cpu().numpy()
+        data = ICTModelData(
+            neutral=self.neutral.cpu().numpy(),
+            identity_modes=self.identity_modes.cpu().numpy(),
+            expression_modes=self.expression_modes.cpu().numpy(),
+            identity_names=self.identity_names, expression_names=self.expression_names,
+            faces=self.faces.cpu().numpy(), uv_coords=uv, uv_faces=self.uv_faces.cpu().numpy(),
+            landmark_vertices=self.landmark_indices.cpu().numpy())
+        return ICTFaceModel(data, region=region).to(self.neutral.device)
 
     # ---------------------------------------------------------------- properties
 

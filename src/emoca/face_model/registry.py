@@ -29,7 +29,7 @@ class FaceModelEntry:
 def _load_ict(assets: Any, path: Path | None) -> Any:
     from emoca.face_model.ict import ICTFaceModel
 
-    return ICTFaceModel.default(path, assets)
+    return ICTFaceModel.default(path, assets, region="whole_head")
 
 
 def _load_flame(assets: Any, path: Path | None) -> Any:

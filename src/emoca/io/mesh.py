@@ -119,22 +119,34 @@ def write_ply(path: str | os.PathLike, vertices: object, faces: object,
 
 
 def write_glb(path: str | os.PathLike, vertices: object, faces: object, *,
-              uvs_per_vertex: object | None = None, texture: object | None = None) -> Path:
+              uvs_per_vertex: object | None = None, texture: object | None = None,
+              normals: object | None = None, metallic: float = 0.0,
+              roughness: float = 0.8) -> Path:
     """Binary glTF via trimesh (``pip install 'emoca[export]'``).
 
-    glTF stores one UV per vertex: pass ``uvs_per_vertex`` (V,2) (split seams first), or
-    no texture.
+    glTF stores one UV per vertex: pass ``uvs_per_vertex`` (V,2), v up as in OBJ (split
+    seams first: ``emoca.pipeline.reconstruct_files.split_uv_seams``), or no texture.
+    With a texture the material is
+    PBR metallic-roughness (``metallic``, ``roughness``) with the texture as base colour;
+    ``normals`` (V,3) are written as vertex normals (computed by trimesh when None).
+    Positions are written as given: glTF readers take them as metres.
     """
     try:
         import trimesh
+        from trimesh.visual.material import PBRMaterial
     except ImportError as e:  # pragma: no cover - optional extra
         raise ImportError("GLB export needs trimesh: pip install 'emoca[export]'") from e
-    visual = None
+    material = PBRMaterial(name="skin", baseColorFactor=[255, 255, 255, 255],
+                           metallicFactor=float(metallic), roughnessFactor=float(roughness),
+                           doubleSided=False)
     if texture is not None and uvs_per_vertex is not None:
-        visual = trimesh.visual.TextureVisuals(
-            uv=_np(uvs_per_vertex), image=Image.fromarray(_to_uint8(texture)))
-    mesh = trimesh.Trimesh(_np(vertices), _np(faces), visual=visual, process=False)
-    data = mesh.export(file_type="glb")
+        material.baseColorTexture = Image.fromarray(_to_uint8(texture))
+        visual = trimesh.visual.TextureVisuals(uv=_np(uvs_per_vertex), material=material)
+    else:
+        visual = trimesh.visual.TextureVisuals(material=material)
+    mesh = trimesh.Trimesh(_np(vertices), _np(faces), visual=visual, process=False,
+                           vertex_normals=None if normals is None else _np(normals))
+    data = trimesh.exchange.gltf.export_glb(mesh, include_normals=True)
     with atomic_write(path, "wb") as fh:
         fh.write(data)
     return Path(path)

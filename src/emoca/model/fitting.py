@@ -31,12 +31,14 @@ from emoca.geometry import ndc_to_pixels, orthographic_project, pixels_to_ndc
 from emoca.io.bundle import TensorBundle
 from emoca.losses.emotion import emotion_consistency
 from emoca.losses.landmarks import eye_closure_loss, lip_closure_loss, mouth_corner_loss
+from emoca.model.fit_colour import solve_grey_light_albedo
+from emoca.model.levenberg_marquardt import levenberg_marquardt
 from emoca.render.geometry import vertex_normals
 from emoca.render.raster import deca_to_raster, interpolate, rasterize
 from emoca.render.renderer import Renderer
 from emoca.render.shading import add_sh_light
 
-__all__ = ["FitConfig", "FitResult", "Fitter", "orthographic_project"]
+__all__ = ["FitConfig", "FitResult", "Fitter", "levenberg_marquardt", "orthographic_project"]
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +52,20 @@ class FitConfig:
     objective stays smooth near its optimum. Stages: ``rigid`` (camera and head pose on
     landmarks), ``landmarks`` (+ identity and expression), ``appearance`` (expression, SH
     light and albedo against the photo: photometric and emotion terms, landmarks kept).
+
+    Colour: with ``grey_light`` the SH light has one set of 9 coefficients for all three
+    channels, so the colour of the render comes from the albedo alone and the light cannot
+    tint the skin (per-channel light turned skin magenta and yellow-green). The albedo
+    starts at the least-squares skin colour under the starting light and is held near it
+    by ``w_albedo_prior`` (a skin-tone prior taken from the photo's own skin).
     """
 
     solver: str = "lm"
     lm_iterations: int = 40
+    lm_tol: float = 1e-4
     steps_rigid: int = 60
     steps_landmarks: int = 300
-    steps_appearance: int = 30
+    steps_appearance: int = 10
     lr_identity: float = 0.3
     lr_expression: float = 0.06
     lr_pose: float = 0.01
@@ -70,9 +79,25 @@ class FitConfig:
     w_emotion: float = 0.05
     w_identity_prior: float = 3e-6
     w_expression_prior: float = 3e-5
+    # ARKit shapes the 68 landmarks barely see (cheek volume, lip roll and press, gaze, jaw
+    # thrust): their prior is this many times stronger, so that they do not soak up what
+    # identity, smile and jaw should explain (cheekPuff ~1 on neutral faces before)
+    weak_shape_prior: float = 30.0
+    weak_shapes: tuple[str, ...] = (
+        "cheekPuff", "cheekSquint", "mouthPress", "mouthRoll", "mouthShrug",
+        "mouthDimple", "jawForward", "eyeLook", "noseSneer", "mouthClose")
+    # shapes the 68 points do see, but that also mimic identity (mouth width, asymmetry,
+    # eye size): an optional milder extra prior. Off (1): at 5, the neutral Grace Hopper's
+    # mouthPucker fell 0.6 -> 0.35 but known pucker/funnel/eyeWide weights were recovered
+    # worse (correlation 0.83 -> 0.72 in tests/test_fit.py's round trip)
+    soft_shape_prior: float = 1.0
+    soft_shapes: tuple[str, ...] = ("mouthPucker", "mouthFunnel", "eyeWide", "mouthLeft",
+                                    "mouthRight", "jawLeft", "jawRight")
     w_temporal: float = 0.1
     appearance_landmark_boost: float = 10.0
-    render_size: int = 112
+    grey_light: bool = True
+    w_albedo_prior: float = 0.05
+    render_size: int = 64
     n_identity: int = 100
     show_progress: bool = False
 
@@ -92,7 +117,8 @@ class FitResult(TensorBundle):
         albedo: (B,3) RGB skin albedo (constant per face).
         vertices: (B,V,3) posed vertices, model units.
         landmarks2d: (B,68,2) projected landmarks in crop pixels (centres at integers).
-        render: (B,3,S,S) lit render composited over the crop.
+        render: (B,3,S,S) lit render composited over the crop (the whole display model:
+            ICT with eyes, teeth, gums and mouth socket).
         alpha: (B,1,S,S) render coverage.
         landmark_error: (B,) mean landmark distance / inter-ocular distance.
         emotion_feature_distance: (B,) mean squared distance of the emotion features of
@@ -144,12 +170,51 @@ class _Adapter:
         """(B,68,3) model landmarks, evaluating only the vertices they need."""
         return self.model.landmarks_only(**self.model_params(free))
 
+    def expression_prior_scale(self, cfg: FitConfig) -> torch.Tensor:
+        """(n_exp,) prior multiplier per expression mode (ICT: weak shapes stronger)."""
+        n = self.free["expression"]
+        names = getattr(self.model, "expression_names", None)
+        scale = torch.ones(n)
+        if names is not None:  # named blendshapes: per-shape strengths by name
+            for j, name in enumerate(names):
+                if name.startswith(cfg.weak_shapes):
+                    scale[j] = cfg.weak_shape_prior
+                elif name.startswith(cfg.soft_shapes):
+                    scale[j] = cfg.soft_shape_prior
+        return scale
+
     def prior(self, free: dict[str, torch.Tensor], cfg: FitConfig) -> torch.Tensor:
         ident, exp = free[self.identity_name], free["expression"]
+        scale = self.expression_prior_scale(cfg).to(exp)
         # bounded blendshape weights: sparsity (L1); PCA components: Gaussian
-        exp_term = exp.abs().sum(1) if self.bounds is not None else (exp ** 2).sum(1)
+        exp_term = ((exp.abs() * scale).sum(1) if self.bounds is not None
+                    else (exp ** 2 * scale).sum(1))
         return (cfg.w_identity_prior * (ident ** 2).sum(1)
                 + cfg.w_expression_prior * exp_term).mean()
+
+
+FIT_REGION = "face_head"
+
+
+def _fit_view(model: nn.Module) -> nn.Module:
+    """The part of ``model`` the fit renders: ICT cut to face and head, else the model."""
+    from emoca.face_model.ict import REGIONS
+
+    region = getattr(model, "region", None)
+    if region in REGIONS and REGIONS[region][1] > REGIONS[FIT_REGION][1]:
+        return model.region_view(FIT_REGION)
+    return model
+
+
+def _default_skin(model: nn.Module) -> torch.Tensor | None:
+    """Vertices whose render is compared with the photo: ICT's narrow face (the skull,
+    ears and neck sit under hair, hats and collars in photos), else all."""
+    from emoca.face_model.ict import REGIONS
+
+    idx = getattr(model, "vertex_indices", None)
+    if idx is None:
+        return None
+    return (idx < REGIONS["narrow_face"][1]).nonzero().squeeze(1)
 
 
 def _init_camera(model_lmk: torch.Tensor, target_ndc: torch.Tensor) -> torch.Tensor:
@@ -180,72 +245,6 @@ def _pair_distance_residuals(lmk: torch.Tensor, target: torch.Tensor) -> torch.T
                       for p in (EYE_CLOSURE_PAIRS, LIP_CLOSURE_PAIRS, MOUTH_CORNER_PAIRS)], -1)
 
 
-def levenberg_marquardt(residuals: Callable[..., torch.Tensor], theta: torch.Tensor,
-                        *data: torch.Tensor, iterations: int = 30,
-                        lower: torch.Tensor | None = None, upper: torch.Tensor | None = None,
-                        damping: float = 1e-3) -> torch.Tensor:
-    """Batched Levenberg-Marquardt with box bounds (projected steps).
-
-    Args:
-        residuals: maps (B,P) parameters and the (B,...) ``data`` tensors to (B,R)
-            residuals; samples must be independent (per-sample Jacobians via ``torch.func``).
-        theta: (B,P) start.
-        data: per-sample tensors passed along (targets).
-        iterations: LM iterations.
-        lower, upper: (P,) bounds or None (steps are clamped into them).
-        damping: initial lambda (Marquardt's scaling by diag(J^T J)).
-
-    Returns:
-        (B,P) parameters with a residual norm no larger than at the start.
-    """
-    from torch.func import jacrev, vmap
-
-    def single(t: torch.Tensor, *d: torch.Tensor) -> torch.Tensor:
-        return residuals(t[None], *(x[None] for x in d))[0]
-
-    jac = vmap(jacrev(single))
-    lam = torch.full((theta.shape[0],), damping, dtype=theta.dtype, device=theta.device)
-    theta = theta.detach().clone()
-    r = residuals(theta, *data).detach()
-    cost = (r ** 2).sum(1)
-    eye = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
-    for _ in range(iterations):
-        j = jac(theta, *data).detach()  # (B,R,P)
-        jtj = j.transpose(1, 2) @ j
-        g = (j.transpose(1, 2) @ r[..., None])[..., 0]
-        # parameters held at a bound by the gradient leave the system (projected LM);
-        # otherwise clamped steps get rejected over and over and progress stalls
-        active = torch.zeros_like(theta, dtype=torch.bool)
-        if lower is not None:
-            active |= (theta <= lower) & (g > 0)
-        if upper is not None:
-            active |= (theta >= upper) & (g < 0)
-        free_ = (~active).to(theta.dtype)
-        jtj = jtj * free_[:, :, None] * free_[:, None, :]
-        g = g * free_
-        diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp(min=1e-9)
-        a = jtj + lam[:, None, None] * torch.diag_embed(diag) + torch.diag_embed(
-            active.to(theta.dtype)) + 1e-12 * eye
-        # the damped normal matrix is symmetric positive definite: Cholesky (LU solves of
-        # torch 2.13's MKL build fail after torch.set_num_threads changes, and this is cheaper)
-        chol, info = torch.linalg.cholesky_ex(a)
-        step = torch.cholesky_solve(-g[..., None], chol)[..., 0]
-        step = torch.where((info == 0)[:, None], step, torch.zeros_like(step))
-        cand = theta + step
-        if lower is not None:
-            cand = torch.maximum(cand, lower)
-        if upper is not None:
-            cand = torch.minimum(cand, upper)
-        r_new = residuals(cand, *data).detach()
-        cost_new = (r_new ** 2).sum(1)
-        better = cost_new < cost
-        theta = torch.where(better[:, None], cand, theta)
-        r = torch.where(better[:, None], r_new, r)
-        cost = torch.where(better, cost_new, cost)
-        lam = torch.where(better, lam / 3, lam * 4).clamp(1e-9, 1e9)
-    return theta
-
-
 class Fitter:
     """Fit a face model to face crops.
 
@@ -256,12 +255,17 @@ class Fitter:
             (B,D), e.g. ``FerXception``; ``None`` disables the emotion term.
         config: :class:`FitConfig`.
         skin_vertices: indices of vertices whose render is compared with the photo
-            (default: all).
+            (default: ICT's narrow face; FLAME all).
     """
 
     def __init__(self, face_model: nn.Module, emotion_net: nn.Module | None = None,
                  config: FitConfig | None = None, skin_vertices: torch.Tensor | None = None
                  ) -> None:
+        # renders and exports use the whole model (ICT: eyes, teeth, mouth socket); the fit
+        # itself only needs the skin that the photo shows
+        self.display_model = face_model
+        self._display_colors: tuple[torch.Tensor, torch.Tensor] | None = None
+        face_model = _fit_view(face_model)
         self.model = face_model
         self.cfg = config or FitConfig()
         self.adapter = _Adapter(face_model, self.cfg.n_identity)
@@ -272,8 +276,24 @@ class Fitter:
         self.renderer = Renderer(face_model.uv_coords, face_model.uv_faces, face_model.faces,
                                  image_size=self.cfg.render_size)
         v = face_model.num_vertices
+        if skin_vertices is None:
+            skin_vertices = _default_skin(face_model)
         self.skin = (torch.ones(v) if skin_vertices is None else
                      torch.zeros(v).index_fill_(0, skin_vertices.long(), 1.0))
+
+    def _raster_attrs(self, free: dict[str, torch.Tensor], cam: torch.Tensor, size: int):
+        """Vertices (B,V,3), normal + skin images (B,4,S,S), alpha and front-facing masks."""
+        verts = self.model(**self.adapter.model_params(free)).vertices
+        b, faces = verts.shape[0], self.model.faces
+        frags = rasterize(deca_to_raster(orthographic_project(verts, cam)), faces, size, size)
+        attrs = torch.cat([vertex_normals(verts, faces),
+                           self.skin.to(verts)[None, :, None].expand(b, -1, 1)], dim=-1)
+        pix = interpolate(attrs, frags, faces).permute(0, 3, 1, 2)
+        alpha = frags.mask[:, None].to(verts.dtype)
+        # inner surfaces seen through the eye and mouth openings face away from the camera
+        # (+z): draw them black and keep them out of the photometric comparison
+        front = (pix[:, 2:3] > 0).to(verts.dtype)
+        return verts, pix, alpha, front
 
     def _render(self, free: dict[str, torch.Tensor], cam: torch.Tensor, light: torch.Tensor,
                 albedo: torch.Tensor, background: torch.Tensor):
@@ -286,16 +306,7 @@ class Fitter:
         Returns:
             vertices (B,V,3), images (B,3,S,S), alpha (B,1,S,S), skin mask (B,1,S,S).
         """
-        verts = self.model(**self.adapter.model_params(free)).vertices
-        b, size, faces = verts.shape[0], background.shape[-1], self.model.faces
-        frags = rasterize(deca_to_raster(orthographic_project(verts, cam)), faces, size, size)
-        attrs = torch.cat([vertex_normals(verts, faces),
-                           self.skin.to(verts)[None, :, None].expand(b, -1, 1)], dim=-1)
-        pix = interpolate(attrs, frags, faces).permute(0, 3, 1, 2)
-        alpha = frags.mask[:, None].to(verts.dtype)
-        # inner surfaces seen through the eye and mouth openings face away from the camera
-        # (+z): draw them black and keep them out of the photometric comparison
-        front = (pix[:, 2:3] > 0).to(verts.dtype)
+        verts, pix, alpha, front = self._raster_attrs(free, cam, background.shape[-1])
         shaded = albedo[:, :, None, None] * add_sh_light(pix[:, :3], light) * front
         images = shaded * alpha + background * (1 - alpha)
         return verts, images, alpha, (pix[:, 3:] > 0.5).to(verts.dtype) * alpha * front
@@ -309,6 +320,7 @@ class Fitter:
         sqrt_w = (lmk_w / lmk_w.sum()).sqrt()[None, :, None] * cfg.w_landmarks ** 0.5
         pair_w = torch.tensor([cfg.w_eye] * 4 + [cfg.w_lip] * 3 + [cfg.w_corner] * 2,
                               device=target.device).sqrt() / 3.0
+        exp_prior = (cfg.w_expression_prior * ad.expression_prior_scale(cfg)).sqrt().to(target)
 
         def unpack(theta: torch.Tensor):
             c = theta[:, :3]
@@ -322,7 +334,7 @@ class Fitter:
             if not rigid:
                 res.append(_pair_distance_residuals(lmk, tgt) * pair_w)
                 res.append(cfg.w_identity_prior ** 0.5 * p[ad.identity_name])
-                res.append(cfg.w_expression_prior ** 0.5 * p["expression"])
+                res.append(exp_prior * p["expression"])
             return torch.cat(res, dim=1)
 
         theta = torch.cat([cam] + [free[n] for n in names], dim=1)
@@ -345,10 +357,11 @@ class Fitter:
 
         t_r = levenberg_marquardt(rigid_res, theta[:, rigid_cols], target, theta[:, mid],
                                   iterations=cfg.lm_iterations // 2, lower=lower[rigid_cols],
-                                  upper=upper[rigid_cols])
+                                  upper=upper[rigid_cols], tol=cfg.lm_tol)
         theta = torch.cat([t_r[:, :3], theta[:, mid], t_r[:, 3:]], dim=1)
         theta = levenberg_marquardt(lambda t, tgt: residuals(t, tgt, rigid=False), theta, target,
-                                    iterations=cfg.lm_iterations, lower=lower, upper=upper)
+                                    iterations=cfg.lm_iterations, lower=lower, upper=upper,
+                                    tol=cfg.lm_tol)
         c, p = unpack(theta)
         ident = p.pop(ad.identity_name).contiguous()
         return c.contiguous(), ident, {k: v.contiguous() for k, v in p.items()}
@@ -375,8 +388,12 @@ class Fitter:
 
         with torch.no_grad():
             cam = _init_camera(ad.landmarks(free()), target)
-        light = torch.zeros(b, 9, 3, device=dev)
+        light = torch.zeros(b, 9, 1 if cfg.grey_light else 3, device=dev)
         light[:, 0] = 3.0  # ambient only: shading ~0.85 everywhere to start
+
+        def lights() -> torch.Tensor:  # (B,9,3): grey light repeats its one channel
+            return light.expand(-1, -1, 3)
+
         albedo = small.mean((2, 3)).clone()
         lmk_w = torch.ones(68, device=dev)
         lmk_w[:17] = cfg.w_contour
@@ -411,6 +428,13 @@ class Fitter:
                 ident = ident_lm
             per_frame = pf
 
+        if cfg.grey_light:  # least-squares grey light and skin colour for the fitted shape
+            with torch.no_grad():
+                _, pix, alpha, front = self._raster_attrs(free(), cam, small.shape[-1])
+                mask = (pix[:, 3:] > 0.5).to(pix.dtype) * alpha * front
+                light3, albedo = solve_grey_light_albedo(small, pix[:, :3], mask)
+                light = light3[:, :, :1].clone()
+        albedo0 = albedo.clone()
         pose, exp = per_frame[ad.pose_name], per_frame["expression"]
         adam_landmarks = cfg.solver != "lm" or sequence
         stages = [
@@ -435,13 +459,15 @@ class Fitter:
                            leave=False):
                 opt.zero_grad(set_to_none=True)
                 if stage == "appearance":
-                    _, images, _, skin = self._render(free(), cam, light, albedo, small)
+                    _, images, _, skin = self._render(free(), cam, lights(), albedo, small)
                     # photo and emotion terms may move the expression, not the landmarks
                     terms = geometry_terms(ad.landmarks(free()), rigid=False,
                                            boost=cfg.appearance_landmark_boost)
                     diff = (images - small).abs().sum(1, keepdim=True) * skin
                     terms["photometric"] = (cfg.w_photometric * diff.sum()
                                             / skin.sum().clamp(min=1.0))
+                    terms["albedo_prior"] = cfg.w_albedo_prior * (
+                        (albedo - albedo0) ** 2).sum(1).mean()
                     if photo_feat is not None and cfg.w_emotion > 0:
                         terms["emotion"] = cfg.w_emotion * emotion_consistency(
                             photo_feat, self.emotion_net(images).feature)
@@ -459,18 +485,48 @@ class Fitter:
                     callback(stage, it, losses)
             for t in tensors:
                 t.requires_grad_(False)
-        return self._finish(free(), cam, light, albedo, crops, target, photo_feat, losses)
+        return self._finish(free(), cam, lights(), albedo, crops, target, photo_feat, losses)
 
     @torch.no_grad()
+    def _render_whole(self, free: dict[str, torch.Tensor], cam: torch.Tensor,
+                      light: torch.Tensor, albedo: torch.Tensor, background: torch.Tensor):
+        """The lit render of the whole display model (ICT: eyes, teeth, gums and mouth socket
+        in their fixed colours, skin in the fitted albedo); else :meth:`_render`.
+
+        Returns:
+            images (B,3,S,S), alpha (B,1,S,S).
+        """
+        disp = self.display_model
+        if disp is self.model or not hasattr(disp, "vertex_indices"):
+            _, images, alpha, _ = self._render(free, cam, light, albedo, background)
+            return images, alpha
+        from emoca.face_model.ict_parts import part_base_colors, part_labels
+
+        if self._display_colors is None:
+            cols, skin = part_base_colors(disp.neutral.cpu().numpy(),
+                                          part_labels(disp.vertex_indices.cpu().numpy()))
+            self._display_colors = (torch.from_numpy(cols), torch.from_numpy(skin))
+        base, skin = (t.to(background.device) for t in self._display_colors)
+        verts = disp(**self.adapter.model_params(free)).vertices
+        b, size, faces = verts.shape[0], background.shape[-1], disp.faces
+        colors = torch.where(skin[None, :, None], albedo[:, None, :], base[None].to(verts))
+        frags = rasterize(deca_to_raster(orthographic_project(verts, cam)), faces, size, size)
+        attrs = torch.cat([vertex_normals(verts, faces), colors.expand(b, -1, 3)], dim=-1)
+        pix = interpolate(attrs, frags, faces).permute(0, 3, 1, 2)
+        alpha = frags.mask[:, None].to(verts.dtype)
+        shaded = pix[:, 3:] * add_sh_light(pix[:, :3], light) * (pix[:, 2:3] > 0)
+        return shaded * alpha + background * (1 - alpha), alpha
+
     def _finish(self, free, cam, light, albedo, crops, target, photo_feat, losses) -> FitResult:
         size = crops.shape[-1]
-        verts, images, alpha, _ = self._render(free, cam, light, albedo, crops)
+        verts = self.model(**self.adapter.model_params(free)).vertices
+        images, alpha = self._render_whole(free, cam, light, albedo, crops)
         lmk = orthographic_project(self.adapter.landmarks(free), cam)[..., :2]
         err = (lmk - target).norm(dim=-1).mean(1) / _inter_ocular(target)
         if photo_feat is not None:
             small = F.interpolate(crops, size=(self.cfg.render_size,) * 2, mode="bilinear",
                                   antialias=True, align_corners=False)
-            _, small_images, _, _ = self._render(free, cam, light, albedo, small)
+            small_images, _ = self._render_whole(free, cam, light, albedo, small)
             emo = (self.emotion_net(small_images).feature - photo_feat).pow(2).mean(1)
         else:
             emo = torch.full((verts.shape[0],), math.nan, device=crops.device)

@@ -1,15 +1,20 @@
 """Files written by ``emoca fit``, per face (photos) and per track (videos). Writers only
 write: everything here was computed by :class:`~emoca.pipeline.fit_processor.FitProcessor`.
 
-Per face (``OUT/NAME/face_K/``): ``mesh.obj`` (+ ``.mtl``, ``.png`` UV texture from the
-photo), ``mesh.ply`` (photo vertex colours), ``mesh.glb``, ``params.json`` / ``params.npz``
-(blendshape weights by name or FLAME codes, identity, head rotation, camera, landmark
-error, emotion of photo and render; landmarks in original image pixels and crop pixels,
-centres at integers), ``overlay.png`` (crop | render | fitted green and detected red
-landmarks) and ``overlay_full.png`` (the fitted head drawn into the photo).
+Per face (``OUT/NAME/face_K/``): the whole head (ICT: with eyeballs, teeth, gums and
+mouth socket) as ``mesh.obj`` (model units; + ``.mtl``, ``.png``: one [0, 1] UV atlas,
+photo where the camera saw the skin, fitted albedo elsewhere), ``mesh.ply`` (the same
+colours per vertex), ``mesh.glb`` (metres, vertex normals, PBR material with metallic 0,
+roughness 0.8 and the atlas as base colour), ``params.json`` / ``params.npz`` (ARKit
+blendshape weights by Apple's 52 names, ICT's own 53, or FLAME codes; identity, head
+rotation, camera, landmark error, emotion of photo and render; landmarks in original image
+pixels and crop pixels, centres at integers), ``overlay.png`` (crop | grey geometry |
+lit render | fitted green and detected red landmarks) and ``overlay_full.png`` (the grey
+geometry of the face area drawn into the photo).
 
 Per track (``OUT/NAME/track_T/``): ``params.npz`` (per-frame parameters, ``frame``,
-``time``), ``blendshapes.csv`` (ICT: one row per frame, one column per blendshape) and
+``time``), ``blendshapes.csv`` (ICT: one row per frame, one column per ARKit name, Apple's
+52 in Apple's order) and
 ``neutral.obj`` (the identity those weights animate).
 """
 
@@ -27,6 +32,8 @@ import torch
 from emoca.io.atomic import atomic_write
 from emoca.io.mesh import write_glb, write_obj, write_ply
 from emoca.pipeline.bookkeeping import write_json
+from emoca.pipeline.fit_export import ExportMesh
+from emoca.pipeline.reconstruct_files import split_uv_seams
 
 __all__ = ["FitFace", "MeshData", "write_fit_face", "write_fit_track"]
 
@@ -46,17 +53,13 @@ class FitFace:
     """One fitted face, ready to write (CPU).
 
     Attributes:
-        mesh: the fitted mesh (model units: ICT-FaceKit cm, FLAME m).
-        texture: (3, S, S) UV texture sampled from the photo.
-        vertex_colors: (V, 3) photo colour under each vertex.
+        mesh: the fitted head, textured (model units: ICT-FaceKit cm, FLAME m).
         record: the ``params.json`` content.
         arrays: the ``params.npz`` content.
         overlay: (H, W, 3) uint8 panel; overlay_full: the head drawn into the photo.
     """
 
-    mesh: MeshData
-    texture: torch.Tensor
-    vertex_colors: torch.Tensor
+    mesh: ExportMesh
     record: dict[str, Any]
     arrays: dict[str, np.ndarray]
     overlay: np.ndarray
@@ -83,9 +86,11 @@ def write_fit_face(face_dir: Path, face: FitFace) -> list[str]:
     """Write one fitted face's files (module doc); returns their names."""
     m = face.mesh
     write_obj(face_dir / "mesh.obj", m.vertices, m.faces, uvs=m.uvs, uv_faces=m.uv_faces,
-              texture=face.texture)
-    write_ply(face_dir / "mesh.ply", m.vertices, m.faces, vertex_colors=face.vertex_colors)
-    write_glb(face_dir / "mesh.glb", m.vertices, m.faces)
+              texture=m.texture)
+    write_ply(face_dir / "mesh.ply", m.vertices, m.faces, vertex_colors=m.vertex_colors)
+    vi, ti, faces = split_uv_seams(m.faces.numpy(), m.uv_faces.numpy())
+    write_glb(face_dir / "mesh.glb", m.vertices.numpy()[vi] * m.metres_per_unit, faces,
+              uvs_per_vertex=m.uvs.numpy()[ti], texture=m.texture, normals=m.normals.numpy()[vi])
     write_json(face_dir / "params.json", face.record)
     _npz(face_dir / "params.npz", face.arrays)
     _png(face_dir / "overlay.png", face.overlay)
@@ -103,10 +108,13 @@ def write_fit_track(track_dir: Path, arrays: dict[str, np.ndarray], neutral: Mes
               uv_faces=neutral.uv_faces)
     files = ["params.npz", "neutral.obj"]
     if blendshape_names is not None:
+        from emoca.face_model.arkit import ARKIT_NAMES, ict_to_arkit
+
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["frame", "time", *blendshape_names])
-        for fr, t, e in zip(arrays["frame"], arrays["time"], arrays["expression"], strict=True):
+        w.writerow(["frame", "time", *ARKIT_NAMES])
+        arkit = ict_to_arkit(arrays["expression"], blendshape_names)
+        for fr, t, e in zip(arrays["frame"], arrays["time"], arkit, strict=True):
             w.writerow([int(fr), f"{float(t):.4f}", *(f"{x:.5f}" for x in e)])
         with atomic_write(track_dir / "blendshapes.csv", "w") as f:
             f.write(buf.getvalue())

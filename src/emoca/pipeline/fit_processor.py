@@ -19,14 +19,13 @@ import torch
 
 from emoca.detect.base import FaceDetector
 from emoca.detect.crop import CropTransform, FaceCrop, crops_from_image
-from emoca.geometry import orthographic_project
+from emoca.face_model.arkit import ARKIT_NAMES, ict_to_arkit
 from emoca.model.fitting import Fitter
+from emoca.pipeline.fit_export import HeadExporter
 from emoca.pipeline.fit_files import FitFace, MeshData, write_fit_face, write_fit_track
 from emoca.pipeline.processor import FaceJob, TrackArrays
 from emoca.pipeline.timing import StageTimer
-from emoca.render.composite import composite_colors
 from emoca.render.draw import draw_landmarks
-from emoca.render.geometry import vertex_normals
 
 __all__ = ["FER_CLASSES", "FitProcessor"]
 
@@ -36,21 +35,6 @@ FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"
 def _to_uint8(t: torch.Tensor) -> np.ndarray:
     """(3, H, W) float [0, 1] -> (H, W, 3) uint8."""
     return (t.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-
-
-def shaded_colors(vertices: torch.Tensor, faces: torch.Tensor, albedo: torch.Tensor
-                  ) -> torch.Tensor:
-    """Per-vertex shading (a head light from the camera) times the fitted albedo (V, 3)."""
-    n = vertex_normals(vertices[None], faces)[0]
-    shade = (0.35 + 0.65 * n[:, 2].clamp(min=0)).unsqueeze(-1)
-    return (albedo[None] * 0.5 + 0.35) * shade
-
-
-def _photo_vertex_colors(trans: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
-    """Colour of the crop under each projected vertex (V, 3) (occluded ones too)."""
-    grid = trans[None, None, :, :2]  # DECA's image space is grid_sample's convention
-    cols = torch.nn.functional.grid_sample(crop[None], grid, align_corners=False)
-    return cols[0, :, 0].t()
 
 
 @dataclass
@@ -88,6 +72,7 @@ class FitProcessor:
         self.chunk = int(chunk)
         self.batch_size = int(batch_size)
         self.timer = timer or StageTimer()
+        self._exporter: HeadExporter | None = None
 
     @property
     def model(self) -> Any:
@@ -117,29 +102,38 @@ class FitProcessor:
         with self.timer.stage("render", len(jobs)):
             return [self._face(job, res, i) for i, job in enumerate(jobs)]
 
+    @property
+    def exporter(self) -> HeadExporter:
+        if self._exporter is None:
+            self._exporter = HeadExporter(self.fitter.display_model)
+        return self._exporter
+
     @torch.no_grad()
     def _face(self, job: FaceJob, res: Any, i: int) -> FitFace:
-        model, crop = self.model, job.crop
+        crop, exporter = job.crop, self.exporter
         ad = self.fitter.adapter
-        verts = res.vertices[i].detach()
-        trans = orthographic_project(verts[None], res.cam[i:i + 1])[0]
-        photo_cols = _photo_vertex_colors(trans, crop.image)
-        uv_texture = self.fitter.renderer.world2uv(photo_cols[None])[0]
-        params = {k: v[i].detach().cpu().numpy() for k, v in res.params.items()}
+        params_t = {k: v[i:i + 1].detach() for k, v in res.params.items()}
+        verts = exporter.vertices(params_t)[0]
+        cam = res.cam[i].detach()
+        params = {k: v[0].cpu().numpy() for k, v in params_t.items()}
         lmk_crop = res.landmarks2d[i].detach().cpu().double()
         lmk_image = crop.transform.to_image(lmk_crop)
         record: dict[str, Any] = {
-            "face_model": model.name, "source": job.source, "face_index": job.face_index,
-            "box": [float(x) for x in crop.detection.box], "camera": res.cam[i].tolist(),
+            "face_model": self.model.name, "source": job.source, "face_index": job.face_index,
+            "box": [float(x) for x in crop.detection.box], "camera": cam.tolist(),
             "image_to_crop": np.asarray(crop.transform.image_to_crop).tolist(),
             "landmark_error_iod": float(res.landmark_error[i]), "losses": res.losses,
-            "units": "model units (ICT-FaceKit: cm; FLAME: m); rotation axis-angle radians; "
-                     "landmarks in pixels with centres at integers",
+            "units": "vertices in model units (ICT-FaceKit: cm; FLAME: m), mesh.glb in "
+                     "metres; rotation axis-angle radians; landmarks in pixels with centres "
+                     "at integers",
         }
-        if model.expression_names is not None:  # named blendshapes, a rigid head rotation
-            record["arkit_blendshapes"] = {n: round(float(w), 5) for n, w in
-                                           zip(model.expression_names, params["expression"],
-                                               strict=True)}
+        if self.model.expression_names is not None:  # named blendshapes, rigid head
+            names = self.model.expression_names
+            arkit = ict_to_arkit(params["expression"], names)
+            record["arkit_blendshapes"] = {n: round(float(w), 5)
+                                           for n, w in zip(ARKIT_NAMES, arkit, strict=True)}
+            record["ict_blendshapes"] = {n: round(float(w), 5) for n, w in
+                                         zip(names, params["expression"], strict=True)}
             record["identity"] = params[ad.identity_name].tolist()
             record["head_rotation"] = params[ad.pose_name].tolist()
         else:
@@ -149,25 +143,35 @@ class FitProcessor:
             p_render = self.emotion_net(res.render[i:i + 1]).probs[0]
             record["emotion_photo"] = dict(zip(FER_CLASSES, map(float, p_photo), strict=True))
             record["emotion_render"] = dict(zip(FER_CLASSES, map(float, p_render), strict=True))
-        arrays = {**params, "camera": res.cam[i].cpu().numpy(), "vertices": verts.cpu().numpy(),
+        arrays = {**params, "camera": cam.cpu().numpy(), "vertices": verts.cpu().numpy(),
                   "landmarks2d": lmk_image.float().numpy(),
                   "landmarks2d_crop": lmk_crop.float().numpy(),
                   "image_to_crop": np.asarray(crop.transform.image_to_crop)}
+        if self.model.expression_names is not None:
+            arrays["arkit_blendshapes"] = arkit
+        photo = job.photo()
+        if photo is None:
+            photo = _to_uint8(crop.image)
+            crop_only = True
+        else:
+            crop_only = False
+        crop_u8 = _to_uint8(crop.image)
+        size = crop.image.shape[-1]
+        ident = CropTransform(np.eye(3))
+        grey = torch.from_numpy(exporter.grey_overlay(crop_u8, verts, cam, ident, size)
+                                ).permute(2, 0, 1).float() / 255.0
         # draw_landmarks' pixel i spans [i, i + 1): shift centre-at-integer points by 0.5
-        marks = draw_landmarks(res.render[i], lmk_crop.float() + 0.5, color=(0.0, 1.0, 0.0),
+        marks = draw_landmarks(crop.image, lmk_crop.float() + 0.5, color=(0.0, 1.0, 0.0),
                                normalized=False)
         det = torch.as_tensor(crop.transform.to_crop(crop.detection.landmarks68()),
                               dtype=torch.float32)
         marks = draw_landmarks(marks, det + 0.5, color=(1.0, 0.0, 0.0), normalized=False)
-        panel = torch.cat([crop.image, res.render[i], marks], dim=2)
-        photo = job.photo()
-        full = composite_colors(photo, trans, model.faces,
-                                shaded_colors(verts, model.faces, res.albedo[i]),
-                                crop.transform) if photo is not None else _to_uint8(panel)
-        mesh = MeshData(verts.cpu(), model.faces.cpu(), model.uv_coords.cpu(),
-                        model.uv_faces.cpu())
-        return FitFace(mesh=mesh, texture=uv_texture.cpu(), vertex_colors=photo_cols.cpu(),
-                       record=record, arrays=arrays, overlay=_to_uint8(panel),
+        panel = torch.cat([crop.image, grey, res.render[i], marks], dim=2)
+        full = (_to_uint8(grey) if crop_only else
+                exporter.grey_overlay(photo, verts, cam, crop.transform, size))
+        mesh = exporter.mesh(verts, cam, ident if crop_only else crop.transform, photo,
+                             res.albedo[i].detach())
+        return FitFace(mesh=mesh, record=record, arrays=arrays, overlay=_to_uint8(panel),
                        overlay_full=full)
 
     def write_face(self, face_dir: Path, record: FitFace) -> list[str]:
@@ -212,26 +216,23 @@ class FitProcessor:
 
     @torch.no_grad()
     def write_track(self, track_dir: Path, arrays: TrackArrays) -> list[str]:
-        model, ad = self.model, self.fitter.adapter
+        model, ad, ex = self.fitter.display_model, self.fitter.adapter, self.exporter
         ident = torch.as_tensor(arrays[ad.identity_name].mean(0))[None]
         neutral = model(**{ad.identity_name: ident}).vertices[0]
-        mesh = MeshData(neutral.cpu(), model.faces.cpu(), model.uv_coords.cpu(),
-                        model.uv_faces.cpu())
+        mesh = MeshData(neutral.cpu(), model.faces.cpu(), ex.uvs, ex.uv_faces)
         names = model.expression_names
         return write_fit_track(track_dir, arrays, mesh, names)
 
     @torch.no_grad()
     def draw_frames(self, frames: Sequence[tuple[np.ndarray, list[tuple[TrackArrays, int]]]]
                     ) -> list[np.ndarray]:
-        model, ad = self.model, self.fitter.adapter
+        ad, ex = self.fitter.adapter, self.exporter
         out = []
         for img, items in frames:
             for arr, i in items:
                 params = {k: torch.as_tensor(arr[k][i])[None] for k in ad.free}
-                verts = model(**ad.model_params(params)).vertices[0]
-                trans = orthographic_project(verts[None], torch.as_tensor(arr["cam"][i])[None])[0]
-                cols = shaded_colors(verts, model.faces, torch.as_tensor(arr["albedo"][i]))
-                img = composite_colors(img, trans, model.faces, cols,
-                                       CropTransform(arr["image_to_crop"][i]))
+                verts = ex.vertices(ad.model_params(params))[0]
+                img = ex.grey_overlay(img, verts, torch.as_tensor(arr["cam"][i]),
+                                      CropTransform(arr["image_to_crop"][i]))
             out.append(img)
         return out
