@@ -39,8 +39,6 @@ tools/gltf_check/node_modules/.installed: tools/gltf_check/package.json tools/gl
 
 test: venv browser node
 	$(BIN)/ruff check src tests benchmarks
-	# the Khronos glTF Validator for the GLB tests (skipped when npm is missing)
-	if command -v npm >/dev/null; then npm ci --prefix tools/gltf --no-audit --no-fund; fi
 	$(BIN)/python -m pytest -q
 
 demo: venv

@@ -20,7 +20,7 @@ from emoca.face_model.ict_parts import (
 )
 from emoca.render.bake import UVBaker, bake_photo_texture, dilate_texture, vertex_visibility
 
-GLTF_TOOLS = Path(__file__).resolve().parents[1] / "tools" / "gltf"
+GLTF_TOOLS = Path(__file__).resolve().parents[1] / "tools" / "gltf_check"
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +195,7 @@ def _glb_attribute(path: Path, name: str) -> np.ndarray:
 
 @pytest.mark.skipif(shutil.which("node") is None
                     or not (GLTF_TOOLS / "node_modules" / "gltf-validator").is_dir(),
-                    reason="Khronos glTF Validator not installed (npm ci --prefix tools/gltf)")
+                    reason="Khronos glTF Validator not installed (make node)")
 def test_glb_passes_the_khronos_validator(tmp_path, whole_head):
     path = tmp_path / "head.glb"
     _write_test_glb(path, whole_head)

@@ -1,4 +1,4 @@
-// Validate GLB files with the Khronos glTF Validator; prints one JSON report per file
+// Validate GLB files with the Khronos glTF Validator (tests/test_fit_export.py); prints one JSON report per file
 // ({file, errors, warnings, infos, messages}) on one line each. Exit 1 when any file has errors.
 import { readFileSync } from "node:fs";
 import validator from "gltf-validator";
