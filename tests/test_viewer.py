@@ -256,6 +256,8 @@ def test_page_in_chromium_draws_face_moves_and_curves(server: Server, browser: B
 
 def test_clicking_the_curve_jumps_there(server: Server, browser: Browser) -> None:
     _open(browser, server.url + "?item=clip")
+    # the curves arrive after "ready": click once they are drawn
+    browser.wait_for(f"window.emocaViewer.state.curvePoints >= {N_FRAMES}", 60)
     x0, y0, x1, y1 = _box(browser, "curves")
     x = x0 + (x1 - x0) * (4.5 / 7)  # between frames 4 and 5 on a 0..0.7 s axis
     for kind in ("mousePressed", "mouseReleased"):
@@ -443,7 +445,10 @@ def _fit_photo(dest: Path, photo: Path, model) -> None:
     """A photo face written by fit's own writer (``write_fit_face``), known weights."""
     import torch
 
-    from emoca.pipeline.fit_files import FitFace, MeshData, write_fit_face
+    from emoca.face_model.arkit import ARKIT_NAMES, ict_to_arkit
+    from emoca.pipeline.fit_export import ExportMesh
+    from emoca.pipeline.fit_files import FitFace, write_fit_face
+    from emoca.render.geometry import vertex_normals
 
     names = list(model.expression_names)
     e = torch.zeros(1, len(names))
@@ -454,29 +459,34 @@ def _fit_photo(dest: Path, photo: Path, model) -> None:
     record = {"face_model": "ict", "source": str(photo), "face_index": 0,
               "box": [150.0, 60.0, 330.0, 280.0], "camera": [0.05, 0.0, 0.0],
               "image_to_crop": i2c,
-              "arkit_blendshapes": {n: float(e[0, k]) for k, n in enumerate(names)}}
+              "arkit_blendshapes": dict(zip(ARKIT_NAMES, map(float, ict_to_arkit(
+                  e[0].numpy(), names)), strict=True))}
     dest.mkdir(parents=True)
     (dest / "faces.json").write_text(json.dumps({"image": str(photo), "size": [512, 512],
                                                  "faces": 1}))
     blank = np.zeros((8, 8, 3), np.uint8)
-    face = FitFace(mesh=MeshData(verts, model.faces, model.uv_coords, model.uv_faces),
-                   texture=torch.full((3, 64, 64), 0.6),
-                   vertex_colors=torch.full_like(verts, 0.6), record=record,
+    mesh = ExportMesh(vertices=verts, faces=model.faces, uvs=model.uv_coords,
+                      uv_faces=model.uv_faces, texture=torch.full((3, 64, 64), 0.6),
+                      normals=vertex_normals(verts[None], model.faces)[0],
+                      vertex_colors=torch.full_like(verts, 0.6), metres_per_unit=0.01)
+    face = FitFace(mesh=mesh, record=record,
                    arrays={"expression": e[0].numpy()}, overlay=blank, overlay_full=blank)
     (dest / "face_0").mkdir()
     write_fit_face(dest / "face_0", face)
 
 
 def test_fit_photo_glb_and_arkit_bars(fit_out: Path, browser: Browser) -> None:
+    from emoca.face_model.arkit import ict_name_to_arkit
+
     s = Server(fit_out)
     try:
         _open(browser, s.url + "?item=astronaut")
         st = browser.eval("window.emocaViewer.state")
         assert st["sub"] == "face_0" and st["errors"] == []
         bars = st["bars"]
-        assert bars["title"] == "ARKit blendshapes" and len(bars["values"]) == 53
-        for k, v in FIT_WEIGHTS.items():
-            assert bars["values"][k] == pytest.approx(v, abs=1e-6)
+        assert bars["title"] == "ARKit blendshapes" and len(bars["values"]) == 52
+        for k, v in FIT_WEIGHTS.items():  # ICT's one-sided modes are ARKit's Left/Right
+            assert bars["values"][ict_name_to_arkit(k)] == pytest.approx(v, abs=1e-6)
         assert sum(bars["values"].values()) == pytest.approx(sum(FIT_WEIGHTS.values()), abs=1e-5)
         a = _crop(browser.screenshot(), _box(browser, "three-canvas"))
         h, w = a.shape[:2]
@@ -509,12 +519,13 @@ def test_fit_track_meshes_bars_and_motion(fit_out: Path, browser: Browser,
         _open(browser, s.url + "?item=clip")
         st = browser.eval("window.emocaViewer.state")
         assert st["hasVertices"] and st["errors"] == []
+        assert meta["blendshape_names"][:3] == ["browDownLeft", "browDownRight", "browInnerUp"]
         shots = []
         for frame in (0, N_FRAMES - 1):
             assert browser.eval(f"window.emocaViewer.seekFrame({frame})") == frame
             bars = browser.eval("window.emocaViewer.state.bars")
             assert bars["title"] == "ARKit blendshapes"
-            jaw = a["expression"][frame, meta["blendshape_names"].index("jawOpen")]
+            jaw = a["expression"][frame, model.expression_names.index("jawOpen")]
             assert bars["values"]["jawOpen"] == pytest.approx(jaw, abs=1e-4)
             full = browser.screenshot()
             Image.fromarray(full).save(tmp_path / f"fit_{frame}.png")
@@ -525,7 +536,7 @@ def test_fit_track_meshes_bars_and_motion(fit_out: Path, browser: Browser,
         # the curves: jawOpen's rise is the one blendshape curve (the rest are flat zeros)
         assert "jawOpen" in meta["curves"]["series"]
         np.testing.assert_allclose(meta["curves"]["series"]["jawOpen"],
-                                   a["expression"][:, meta["blendshape_names"].index("jawOpen")],
+                                   a["expression"][:, model.expression_names.index("jawOpen")],
                                    atol=1e-4)
         assert browser.eval("window.emocaViewer.state.curvePoints") >= N_FRAMES
         assert browser.errors() == [], browser.errors()

@@ -63,12 +63,20 @@ def _round(a: np.ndarray, digits: int = 5) -> list:
     return np.round(np.asarray(a, dtype=np.float64), digits).tolist()
 
 
-def _csv_names(path: Path) -> list[str] | None:
+def _csv_curves(path: Path) -> tuple[list[str] | None, np.ndarray | None]:
+    """Blendshape names and (T, K) weights of a fit track's ``blendshapes.csv`` (the
+    ARKit curves the fit writes; ``params.npz`` holds ICT's own 53 modes instead)."""
     if not path.is_file():
-        return None
+        return None, None
     with path.open(newline="", encoding="utf-8") as f:
-        header = next(csv.reader(f), None)
-    return header[2:] if header and header[:2] == ["frame", "time"] else None
+        rows = list(csv.reader(f))
+    if not rows or rows[0][:2] != ["frame", "time"]:
+        return None, None
+    try:
+        weights = np.array([[float(x) for x in r[2:]] for r in rows[1:]], np.float32)
+    except ValueError as e:
+        raise InputError(f"{path}: not a blendshape table ({e})") from e
+    return rows[0][2:], weights.reshape(len(rows) - 1, len(rows[0]) - 2)
 
 
 class Mesher:
@@ -145,7 +153,8 @@ class Track:
     arrays: _LazyNpz
     tool: str  # "reconstruct" or "fit"
     kind: str  # face model: "flame" or "ict"
-    names: list[str] | None  # blendshape names (fit with ICT-FaceKit)
+    names: list[str] | None  # blendshape names (fit with ICT-FaceKit: ARKit's)
+    weights: np.ndarray | None = None  # (T, len(names)) blendshape curves
 
     @classmethod
     def read(cls, folder: Path) -> Track:
@@ -156,7 +165,11 @@ class Track:
                 if "frame" not in arrays or "time" not in arrays:
                     raise InputError(f"{path}: no 'frame'/'time' arrays (not a track file)")
                 kind = "ict" if "identity" in arrays else "flame"
-                return cls(folder, arrays, tool, kind, _csv_names(folder / "blendshapes.csv"))
+                names, weights = _csv_curves(folder / "blendshapes.csv")
+                if weights is not None and len(weights) != len(arrays["frame"]):
+                    raise InputError(f"{folder / 'blendshapes.csv'}: {len(weights)} rows, "
+                                     f"{path.name} has {len(arrays['frame'])} frames")
+                return cls(folder, arrays, tool, kind, names, weights)
         raise InputError(f"{folder}: neither codes.npz nor params.npz")
 
     @property
@@ -220,8 +233,8 @@ class Track:
         if "image_to_crop" in a:
             out["crop_to_image"] = _round(np.linalg.inv(a["image_to_crop"][sl]).reshape(
                 -1, 9), 6)
-        if self.kind == "ict" and "expression" in a:
-            out["weights"] = _round(a["expression"][sl], 4)
+        if self.weights is not None:
+            out["weights"] = _round(self.weights[sl], 4)
         if "landmarks2d" in a:
             out["landmarks2d"] = _round(a["landmarks2d"][sl].reshape(len(a["frame"][sl]), -1),
                                         2)
@@ -241,7 +254,7 @@ class Track:
             "vertex_count": n_verts, "no_vertices": why,
             "faces": base + "faces.bin" if why is None else None,
             "verts": base + "verts_{chunk}.bin", "frame_data": base + "frames_{chunk}.json",
-            "blendshape_names": self.names if self.kind == "ict" else None,
+            "blendshape_names": self.names if self.weights is not None else None,
             "crop_size": 224,
         }
         curves: dict[str, Any] = {}
@@ -252,9 +265,9 @@ class Track:
             if "emotion_probs" in a:
                 curves["probs"] = _round(bin_curve(a["emotion_probs"]), 4)
                 curves["labels"] = list(AFFECTNET_CLASSES[:a["emotion_probs"].shape[1]])
-        if not curves and self.kind == "ict" and self.names and "expression" in a:
+        if not curves and self.weights is not None and self.names:
             # a fitted track has no emotion per frame: its most active blendshapes instead
-            e = np.asarray(a["expression"], np.float32)
+            e = self.weights
             top = np.argsort(-e.std(0) - 1e-3 * e.mean(0), kind="stable")[:CURVE_SERIES]
             top = [k for k in top if e[:, k].std() > 1e-6] or list(top[:1])  # not flat ones
             curves = {"time": _round(bin_curve(a["time"]), 4),
