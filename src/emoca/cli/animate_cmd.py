@@ -6,17 +6,9 @@ from __future__ import annotations
 
 import argparse
 
+from emoca.cli.common import positive_float
+
 __all__ = ["add_arguments", "run"]
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

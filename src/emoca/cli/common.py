@@ -6,7 +6,18 @@ import argparse
 import os
 from typing import Any
 
-__all__ = ["positive_int", "print_summary"]
+__all__ = ["positive_float", "positive_int", "print_summary"]
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0 (frame rates, strengths)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return value
 
 
 def positive_int(text: str) -> int:

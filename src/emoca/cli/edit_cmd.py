@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from emoca.cli.animate_cmd import positive_float
+from emoca.cli.common import positive_float
 
 __all__ = ["add_arguments", "run"]
 

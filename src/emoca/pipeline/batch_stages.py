@@ -31,7 +31,7 @@ import numpy as np
 
 from emoca.detect.base import Detection, FaceDetector, sort_left_to_right
 from emoca.errors import InputError, file_problem
-from emoca.pipeline.table import ARRAY_COLUMNS, KEY_COLUMNS
+from emoca.pipeline.table import ARRAY_COLUMNS, KEY_COLUMNS, array_shapes
 
 __all__ = ["LISTING_SUFFIXES", "Decoder", "InputItem", "ListedBoxes", "Networks",
            "read_listing", "rows_to_columns"]
@@ -124,12 +124,7 @@ def rows_to_columns(rows: Sequence[dict[str, Any]], crop_size: int | None = None
         default = {"part": 0, "n_faces": 0}.get(k, "")
         values = [r.get(k, default) for r in rows]
         cols[k] = np.array(values, dtype=np.int64 if k in ("part", "n_faces") else object)
-    shapes = {k: v[0] for k, v in ARRAY_COLUMNS.items()}
-    for k in ARRAY_COLUMNS:
-        for r in rows:
-            if r.get(k) is not None:
-                shapes[k] = tuple(np.shape(r[k]))
-                break
+    shapes = array_shapes(rows)
     for k, (_, dtype) in ARRAY_COLUMNS.items():
         arr = np.full((n, *shapes[k]), np.nan, dtype=dtype)
         for i, r in enumerate(rows):

@@ -39,8 +39,8 @@ from emoca.pipeline.reconstruct_files import CODE_DOCS, LANDMARK_DOCS, codes_to_
 if TYPE_CHECKING:
     from emoca.pipeline.reconstruct_results import FaceResult
 
-__all__ = ["ARRAY_COLUMNS", "KEY_COLUMNS", "face_row", "read_table", "rows_from_outputs",
-           "sort_rows", "write_table"]
+__all__ = ["ARRAY_COLUMNS", "KEY_COLUMNS", "array_shapes", "face_row", "read_table",
+           "rows_from_outputs", "sort_rows", "write_table"]
 
 Row = dict[str, Any]
 
@@ -100,7 +100,8 @@ def sort_rows(rows: Iterable[Row]) -> list[Row]:
     return sorted(rows, key=lambda r: (r["source"], r["frame"], r["track_id"], r["face_index"]))
 
 
-def _shapes(rows: Sequence[Row]) -> dict[str, tuple[int, ...]]:
+def array_shapes(rows: Sequence[Row]) -> dict[str, tuple[int, ...]]:
+    """Per array column, the shape of its first present value (else the declared one)."""
     shapes = {k: v[0] for k, v in ARRAY_COLUMNS.items()}
     for k in ARRAY_COLUMNS:
         for r in rows:
@@ -114,7 +115,7 @@ def write_table(path: str | os.PathLike, rows: Sequence[Row]) -> Path:
     """Write ``rows`` (sorted) to one Parquet file, atomically. Returns the path."""
     pa = _pyarrow()
     rows = sort_rows(rows)
-    shapes = _shapes(rows)
+    shapes = array_shapes(rows)
     cols: dict[str, Any] = {}
     for k, (dtype, _) in KEY_COLUMNS.items():
         values = [r[k] for r in rows]
