@@ -22,6 +22,7 @@ import matplotlib.cbook as cbook
 import numpy as np
 import pytest
 import skimage.data
+from clips import drift_origin, write_drifting_clip  # tests/clips.py
 from PIL import Image
 
 from emoca.assets.synthetic import write_official_assets
@@ -84,7 +85,6 @@ GRACE_BOX = [160.0, 80.0, 360.0, 330.0]
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Photos (one face, two faces, none, unreadable), a 5-frame clip; a boxes file."""
-    import av
 
     d = tmp_path_factory.mktemp("batch_inputs") / "data"
     (d / "a").mkdir(parents=True)
@@ -103,18 +103,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         "pair.png": [{"box": ASTRONAUT_BOX}, {"box": [GRACE_BOX[0] + 512, GRACE_BOX[1],
                                                       GRACE_BOX[2] + 512, GRACE_BOX[3]]}],
         "blank.png": []}
-    with av.open(str(d / "clip.mp4"), "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
-        for i in range(N_FRAMES):
-            fr = np.ascontiguousarray(ast[40 + 4 * i:296 + 4 * i, 100 + 3 * i:356 + 3 * i])
-            for p in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
-                c.mux(p)
-            b = ASTRONAUT_BOX
-            faces[f"clip.mp4#{i}"] = [{"box": [b[0] - 100 - 3 * i, b[1] - 40 - 4 * i,
-                                               b[2] - 100 - 3 * i, b[3] - 40 - 4 * i]}]
-        for p in s.encode(None):
-            c.mux(p)
+    write_drifting_clip(d / "clip.mp4", N_FRAMES)
+    b = ASTRONAUT_BOX
+    for i in range(N_FRAMES):  # the box moves against the drift
+        x0, y0 = drift_origin(i)
+        faces[f"clip.mp4#{i}"] = [{"box": [b[0] - x0, b[1] - y0, b[2] - x0, b[3] - y0]}]
     boxes = d.parent / "faces.json"
     boxes.write_text(json.dumps(faces))
     return d, boxes

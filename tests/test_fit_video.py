@@ -5,27 +5,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-import skimage.data
-
-
-def _make_clip(path, n=6):
-    import av
-    img = skimage.data.astronaut()
-    c = av.open(str(path), "w")
-    s = c.add_stream("libx264", rate=10)
-    s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
-    a = c.add_stream("aac", rate=16000)
-    for i in range(n):  # the face drifts across the frame
-        fr = np.ascontiguousarray(img[40 + 4 * i:296 + 4 * i, 100 + 3 * i:356 + 3 * i])
-        for p in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
-            c.mux(p)
-    t = np.arange(16000 * n // 10) / 16000.0
-    af = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
-                                    format="fltp", layout="mono")
-    af.sample_rate = 16000
-    for p in [*a.encode(af), *a.encode(None), *s.encode(None)]:
-        c.mux(p)
-    c.close()
+from clips import write_drifting_clip  # tests/clips.py
 
 
 def test_video_fit_writes_curves_neutral_mesh_and_overlay(tmp_path, ict_dir):
@@ -38,7 +18,7 @@ def test_video_fit_writes_curves_neutral_mesh_and_overlay(tmp_path, ict_dir):
     from emoca.pipeline.video import process_video
 
     clip = tmp_path / "clip.mp4"
-    _make_clip(clip)
+    write_drifting_clip(clip, 6, tone=True)
     ict = ICTFaceModel.from_dir(ict_dir)
     fitter = Fitter(ict, None, FitConfig(steps_appearance=3))
     proc = FitProcessor(fitter, create_detector("mediapipe"), chunk=3)

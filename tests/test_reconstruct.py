@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from clips import write_drifting_clip  # tests/clips.py
 from PIL import Image
 
 from emoca.assets.synthetic import write_official_assets
@@ -71,27 +72,6 @@ def _pair() -> np.ndarray:
                           axis=1)
 
 
-def _make_clip(path: Path, n: int = N_FRAMES) -> None:
-    """A 10 fps H.264 clip of the astronaut drifting across a 256x256 frame, with a tone."""
-    import av
-
-    img = skimage.data.astronaut()
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
-        a = c.add_stream("aac", rate=16000)
-        for i in range(n):
-            fr = np.ascontiguousarray(img[40 + 4 * i:296 + 4 * i, 100 + 3 * i:356 + 3 * i])
-            for p in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
-                c.mux(p)
-        t = np.arange(16000 * n // 10) / 16000.0
-        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-        af = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
-        af.sample_rate = 16000
-        for p in [*a.encode(af), *a.encode(None), *s.encode(None)]:
-            c.mux(p)
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("rec_inputs")
@@ -100,7 +80,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Image.fromarray(np.full((64, 80, 3), 128, np.uint8)).save(d / "blank.png")
     (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
     (d / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 garbage")
-    _make_clip(d / "clip.mp4")
+    write_drifting_clip(d / "clip.mp4", N_FRAMES, tone=True)
     return d
 
 

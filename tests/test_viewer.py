@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cdp_browser import Browser, chromium  # tests/cdp_browser.py
+from clips import write_drifting_clip  # tests/clips.py
 from PIL import Image
 
 BG = (0x20, 0x23, 0x2A)  # view3d.js BACKGROUND
@@ -34,23 +35,6 @@ N_FRAMES = 8
 # ------------------------------------------------------------------------------ fixtures
 
 MODEL = "EMOCA_v2_lr_mse_20"
-
-
-def _make_clip(path: Path, n: int = N_FRAMES) -> None:
-    """A 10 fps H.264 clip of the astronaut drifting across a 256x256 frame."""
-    import av
-    import skimage.data
-
-    img = skimage.data.astronaut()
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = 256, 256, "yuv420p"
-        for i in range(n):
-            fr = np.ascontiguousarray(img[40 + 6 * i:296 + 6 * i, 100 + 5 * i:356 + 5 * i])
-            for p in s.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +53,7 @@ def rec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     inputs = d / "in"
     inputs.mkdir()
     Image.fromarray(skimage.data.astronaut()).save(inputs / "astronaut.png")
-    _make_clip(inputs / "clip.mp4")
+    write_drifting_clip(inputs / "clip.mp4", N_FRAMES, step=(5, 6))
     out = d / "out"
     rc = main(["reconstruct", str(inputs), "-o", str(out), "--assets", str(assets),
                "--no-progress"])
@@ -151,6 +135,13 @@ def _crop(shot: np.ndarray, box: tuple[int, int, int, int], inset: int = 2) -> n
 
 def _near(img: np.ndarray, color: tuple[int, int, int], tol: int = 24) -> np.ndarray:
     return (np.abs(img - np.array(color, np.int16)) <= tol).all(axis=-1)
+
+
+def _face_drawn(browser: Browser) -> float:
+    """Share of non-background pixels in the middle half of the 3D pane."""
+    a = _crop(browser.screenshot(), _box(browser, "three-canvas"))
+    h, w = a.shape[:2]
+    return float((~_near(a[h // 4:3 * h // 4, w // 4:3 * w // 4], BG, 6)).mean())
 
 
 # ------------------------------------------------------------------------------ tests
@@ -280,9 +271,7 @@ def test_without_flame_a_track_shows_its_identity_mesh(rec, browser: Browser,
         _open(browser, s.url + "?item=clip")
         st = browser.eval("window.emocaViewer.state")
         assert not st["hasVertices"] and st["note"].startswith("identity mesh only")
-        a = _crop(browser.screenshot(), _box(browser, "three-canvas"))
-        h, w = a.shape[:2]
-        assert (~_near(a[h // 4:3 * h // 4, w // 4:3 * w // 4], BG, 6)).mean() > 0.25
+        assert _face_drawn(browser) > 0.25
         assert browser.errors() == [], browser.errors()
     finally:
         s.close()
@@ -295,9 +284,7 @@ def test_photo_face_glb_and_overlay_projection(server: Server, browser: Browser,
     _open(browser, server.url + "?item=astronaut")
     st = browser.eval("window.emocaViewer.state")
     assert st["item"] == "astronaut" and st["sub"] == "face_0" and st["errors"] == []
-    a = _crop(browser.screenshot(), _box(browser, "three-canvas"))
-    h, w = a.shape[:2]
-    assert (~_near(a[h // 4:3 * h // 4, w // 4:3 * w // 4], BG, tol=6)).mean() > 0.25
+    assert _face_drawn(browser) > 0.25
     face_dir = rec["out"] / "astronaut" / "face_0"
     pts = np.asarray(json.loads((face_dir / "landmarks.json").read_text())["landmarks3d"])
     face = json.loads((face_dir / "face.json").read_text())
@@ -488,9 +475,7 @@ def test_fit_photo_glb_and_arkit_bars(fit_out: Path, browser: Browser) -> None:
         for k, v in FIT_WEIGHTS.items():  # ICT's one-sided modes are ARKit's Left/Right
             assert bars["values"][ict_name_to_arkit(k)] == pytest.approx(v, abs=1e-6)
         assert sum(bars["values"].values()) == pytest.approx(sum(FIT_WEIGHTS.values()), abs=1e-5)
-        a = _crop(browser.screenshot(), _box(browser, "three-canvas"))
-        h, w = a.shape[:2]
-        assert (~_near(a[h // 4:3 * h // 4, w // 4:3 * w // 4], BG, 6)).mean() > 0.25
+        assert _face_drawn(browser) > 0.25
         assert browser.errors() == [], browser.errors()
     finally:
         s.close()
