@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from emoca.pipeline.reconstruct_results import FaceResult
     from emoca.pipeline.smoothing import SmoothingOptions
 
-__all__ = ["CODE_DOCS", "LANDMARK_DOCS", "NeutralMesh", "codes_to_numpy", "split_uv_seams",
-           "write_face", "write_track"]
+__all__ = ["CODE_DOCS", "LANDMARK_DOCS", "NeutralMesh", "codes_to_numpy", "face_code_arrays",
+           "split_uv_seams", "write_face", "write_track"]
 
 #: Name -> (shape, meaning and unit) of every array in ``codes.npz`` / ``codes.json``.
 CODE_DOCS: dict[str, str] = {
@@ -133,7 +133,8 @@ def _face_record(r: FaceResult) -> dict[str, Any]:
     return record
 
 
-def _write_codes(face_dir: Path, r: FaceResult) -> list[str]:
+def face_code_arrays(r: FaceResult) -> dict[str, np.ndarray]:
+    """The arrays of one face's ``codes.npz`` (the Parquet table's rows hold the same)."""
     arrays = codes_to_numpy(r.codes)
     arrays["image_to_crop"] = np.asarray(r.transform.image_to_crop, dtype=np.float64)
     arrays["box"] = np.asarray(r.detection.box, dtype=np.float64)
@@ -141,6 +142,11 @@ def _write_codes(face_dir: Path, r: FaceResult) -> list[str]:
         arrays["emotion_probs"] = r.emotion.probs.numpy().astype(np.float32)
         arrays["valence"] = np.float32(r.emotion.valence)
         arrays["arousal"] = np.float32(r.emotion.arousal)
+    return arrays
+
+
+def _write_codes(face_dir: Path, r: FaceResult) -> list[str]:
+    arrays = face_code_arrays(r)
     _write_npz(face_dir / "codes.npz", arrays)
     doc = {
         "model": r.model.config.name if r.model is not None else None, "mode": r.mode,

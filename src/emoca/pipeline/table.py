@@ -34,7 +34,7 @@ import numpy as np
 from emoca.errors import InputError, UsageError, file_problem
 from emoca.io.atomic import atomic_write
 from emoca.pipeline.bookkeeping import read_json
-from emoca.pipeline.reconstruct_files import CODE_DOCS, LANDMARK_DOCS, codes_to_numpy
+from emoca.pipeline.reconstruct_files import CODE_DOCS, LANDMARK_DOCS, face_code_arrays
 
 if TYPE_CHECKING:
     from emoca.pipeline.reconstruct_results import FaceResult
@@ -79,13 +79,7 @@ def _pyarrow() -> Any:
 
 def face_row(r: FaceResult) -> Row:
     """One photo face or one video-frame face (a :class:`FaceResult`) as a table row."""
-    row: Row = codes_to_numpy(r.codes)
-    row["image_to_crop"] = np.asarray(r.transform.image_to_crop, dtype=np.float64)
-    row["box"] = np.asarray(r.detection.box, dtype=np.float64)
-    if r.emotion is not None:
-        row["emotion_probs"] = r.emotion.probs.numpy().astype(np.float32)
-        row["valence"] = np.float32(r.emotion.valence)
-        row["arousal"] = np.float32(r.emotion.arousal)
+    row: Row = face_code_arrays(r)
     row["landmarks2d"] = r.landmarks2d.numpy().astype(np.float32)
     row["landmarks3d"] = r.landmarks3d.numpy().astype(np.float32)
     video = r.frame is not None
