@@ -146,7 +146,9 @@ def _assert_same_table(a: dict[str, np.ndarray], b: dict[str, np.ndarray], atol:
         assert a[k].tolist() == b[k].tolist(), k
     for k in ("shape", "exp", "pose", "cam", "light", "tex", "detail", "emotion_probs",
               "valence", "arousal", "box", "image_to_crop", "landmarks2d", "landmarks3d"):
-        np.testing.assert_allclose(a[k], b[k], atol=atol, rtol=0, err_msg=k)
+        # rtol: a few float32 steps; engines batch different faces together, and pixel
+        # coordinates near 240 are float32 numbers 1.5e-5 apart
+        np.testing.assert_allclose(a[k], b[k], atol=atol, rtol=5e-7, err_msg=k)
 
 
 # ------------------------------------------------------------------ local engine
