@@ -7,8 +7,10 @@ runner.
 - :class:`Decoder` (CPU): one input per call -> batches of crops. Photos are read, detected
   (or their boxes taken from a listing) and cropped DECA's way; videos are streamed frame by
   frame and tracked (:func:`emoca.pipeline.video.iter_tracked_faces`), ``chunk`` faces per
-  batch. Every input ends with one ``end`` row giving how many faces it produced and why
-  none (``no_face``, ``failed: ...``), so the writer knows when an input is complete.
+  batch. An input's last face row carries ``n_faces``, how many faces the input produced,
+  so the writer knows when it is complete; an input with no face ends with one ``end`` row
+  saying why (``no_face``, ``failed: ...``). (A separate end row after every photo made
+  half of each network batch empty rows.)
 - :class:`Networks` (GPU if any): EMOCA's encoders, FLAME, landmarks and the emotion head
   on a batch of crops (:meth:`Reconstructor.run`), one table row per face
   (:func:`emoca.pipeline.table.face_row`). Per-face files only when ``save`` is asked.
@@ -210,9 +212,9 @@ class Decoder:
                 for job in self._video(path, detect):
                     rows.append(_face(item, job.crop, -1, job.frame, job.time, job.track_id))
                     n += 1
-                    if len(rows) >= self.chunk:
-                        yield rows_to_columns(rows, self.crop_size)
-                        rows = []
+                    if len(rows) > self.chunk:  # one row held back to end the input
+                        yield rows_to_columns(rows[:-1], self.crop_size)
+                        rows = rows[-1:]
             else:
                 from emoca.io.images import load_image
 
@@ -221,9 +223,14 @@ class Decoder:
                 n = len(rows)
         except Exception as e:  # noqa: BLE001 - one input's failure is recorded, not raised
             reason = getattr(e, "reason", None) or str(e) or type(e).__name__
-            yield rows_to_columns([_end(item, 0, f"failed: {reason}")], self.crop_size)
+            # faces already sent count: the writer waits for exactly that many rows
+            yield rows_to_columns([_end(item, n - len(rows), f"failed: {reason}")],
+                                  self.crop_size)
             return
-        rows.append(_end(item, n, "" if n else "no_face"))
+        if rows:  # the last face carries the count: a separate end row would halve batches
+            rows[-1]["n_faces"] = n
+        else:
+            rows.append(_end(item, n, "" if n else "no_face"))
         yield rows_to_columns(rows, self.crop_size)
 
     def _video(self, path: Path, detect: Any) -> Iterator[Any]:

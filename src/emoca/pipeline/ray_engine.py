@@ -16,7 +16,7 @@ Pipeline (Ray Data, streaming):
    CPU actors with ``threads`` torch threads) runs the encoders, FLAME, landmarks and the
    emotion head on batches of ``batch_size`` crops;
 3. the driver collects the rows (codes are ~3 KB per face) and writes each part as soon as
-   all its inputs have reported (each input ends with an ``end`` row, see
+   all its inputs have reported (an input's last row says how many faces it had, see
    :mod:`~emoca.pipeline.batch_stages`).
 
 Ray is imported only here, only when this engine runs (extra ``ray``).
@@ -193,6 +193,8 @@ class _Writer:
                 part.failed[source] = status.removeprefix("failed: ")
             else:
                 part.rows.append(_table_row(batch, i))
+            if int(batch["n_faces"][i]) > 0:  # an input's last face also ends it
+                part.ends[source] = (int(batch["n_faces"][i]), "")
         done = [j for j in sorted(touched) if self.parts[j].complete()]
         for j in done:
             self._write(j)
