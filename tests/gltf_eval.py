@@ -17,18 +17,37 @@ def load(path):
     return GLTF2().load(str(path))
 
 
+def _view_array(gltf, view_index: int, offset: int, dt: np.dtype, count: int) -> np.ndarray:
+    view = gltf.bufferViews[view_index]
+    start = (view.byteOffset or 0) + (offset or 0)
+    assert start + count * dt.itemsize <= (view.byteOffset or 0) + view.byteLength
+    return np.frombuffer(gltf.binary_blob(), dt, count, start)
+
+
 def accessor(gltf, index: int) -> np.ndarray:
-    """(count, width) float64 array of an accessor (no sparse, tightly packed)."""
+    """(count, width) float64 array of an accessor (tightly packed), sparse as the spec says
+    (3.6.2.3): the base data (zeros without a bufferView) with ``sparse.count`` elements,
+    at strictly increasing ``indices``, replaced by ``values``."""
     acc = gltf.accessors[index]
-    assert acc.sparse is None
-    view = gltf.bufferViews[acc.bufferView]
-    blob = gltf.binary_blob()
     dt = np.dtype(_DTYPES[acc.componentType])
     width = _WIDTH[acc.type]
-    assert view.byteStride in (None, 0, dt.itemsize * width)
-    start = (view.byteOffset or 0) + (acc.byteOffset or 0)
-    a = np.frombuffer(blob, dt, acc.count * width, start).reshape(acc.count, width)
-    return a.astype(np.float64)
+    if acc.bufferView is None:
+        a = np.zeros((acc.count, width))
+    else:
+        view = gltf.bufferViews[acc.bufferView]
+        assert view.byteStride in (None, 0, dt.itemsize * width)
+        a = _view_array(gltf, acc.bufferView, acc.byteOffset, dt, acc.count * width)
+        a = a.reshape(acc.count, width).astype(np.float64)
+    sp = acc.sparse
+    if sp is not None:
+        idx = _view_array(gltf, sp.indices.bufferView, sp.indices.byteOffset,
+                          np.dtype(_DTYPES[sp.indices.componentType]), sp.count)
+        assert (np.diff(idx.astype(np.int64)) > 0).all() and idx.max() < acc.count
+        vals = _view_array(gltf, sp.values.bufferView, sp.values.byteOffset, dt,
+                           sp.count * width).reshape(sp.count, width)
+        a = a.copy()
+        a[idx] = vals
+    return a
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from emoca.face_model.ict_parts import (
 from emoca.render.bake import UVBaker, bake_photo_texture, dilate_texture, vertex_visibility
 
 GLTF_TOOLS = Path(__file__).resolve().parents[1] / "tools" / "gltf_check"
+sys.path.insert(0, str(Path(__file__).parent))  # gltf_eval: the tests' own glTF reader
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +206,179 @@ def test_glb_passes_the_khronos_validator(tmp_path, whole_head):
                          capture_output=True, text=True, timeout=120)
     report = json.loads(run.stdout.splitlines()[0])
     assert run.returncode == 0 and report["errors"] == 0, report
+
+
+# ------------------------------------------------------------------ the rigged GLB of a fit
+def _rigged_face(whole_head, expression: torch.Tensor, texture_size: int = 64):
+    """A fitted-looking ICT face with known parameters, through fit's own exporter."""
+    from emoca.face_model.arkit import ict_to_arkit
+    from emoca.pipeline.fit_export import ExportMesh, HeadExporter
+    from emoca.render.geometry import vertex_normals
+
+    m = whole_head
+    g = torch.Generator().manual_seed(3)
+    ident = torch.zeros(1, m.parameter_sizes()["identity"])
+    ident[:, :20] = torch.randn(1, 20, generator=g)
+    params = {"identity": ident, "expression": expression[None],
+              "rotation": torch.tensor([[0.15, -0.4, 0.05]])}
+    ex = HeadExporter(m, texture_size=texture_size)
+    verts = ex.vertices(params)[0]
+    arkit = ict_to_arkit(expression.numpy(), m.expression_names)
+    mesh = ExportMesh(vertices=verts, faces=m.faces, uvs=ex.uvs, uv_faces=ex.uv_faces,
+                      texture=torch.rand(3, texture_size, texture_size, generator=g),
+                      normals=vertex_normals(verts[None], m.faces)[0],
+                      vertex_colors=torch.zeros_like(verts), metres_per_unit=0.01,
+                      rig=ex.rig(params, arkit))
+    return mesh, params, arkit
+
+
+def _symmetric_expression(names, seed: int = 5) -> torch.Tensor:
+    """Random ICT weights in [0, 0.6] whose split halves (browInnerUp, cheekPuff) agree."""
+    e = torch.rand(len(names), generator=torch.Generator().manual_seed(seed)) * 0.6
+    for base in ("browInnerUp", "cheekPuff"):
+        e[names.index(base + "_R")] = e[names.index(base + "_L")]
+    return e
+
+
+def _write_face(tmp_path: Path, mesh) -> Path:
+    from emoca.pipeline.fit_files import FitFace, write_fit_face
+
+    blank = np.zeros((4, 4, 3), np.uint8)
+    write_fit_face(tmp_path, FitFace(mesh=mesh, record={}, arrays={}, overlay=blank,
+                                     overlay_full=blank))
+    return tmp_path / "mesh.glb"
+
+
+@pytest.fixture(scope="module")
+def rigged_glb(tmp_path_factory, whole_head):
+    pytest.importorskip("pygltflib")
+    e = _symmetric_expression(whole_head.expression_names)
+    mesh, params, arkit = _rigged_face(whole_head, e)
+    return _write_face(tmp_path_factory.mktemp("rigged"), mesh), mesh, params, arkit
+
+
+def _glb_json(path: Path) -> dict:
+    data = path.read_bytes()
+    n_json = int.from_bytes(data[12:16], "little")
+    return json.loads(data[20:20 + n_json])
+
+
+def test_fit_glb_has_apples_52_targets_with_the_fitted_weights(rigged_glb):
+    from emoca.face_model.arkit import ARKIT_NAMES
+
+    path, _, _, arkit = rigged_glb
+    mesh = _glb_json(path)["meshes"][0]  # read from the bytes, not through a glTF library
+    assert mesh["extras"]["targetNames"] == list(ARKIT_NAMES)
+    assert len(mesh["primitives"][0]["targets"]) == 52
+    np.testing.assert_allclose(mesh["weights"], arkit, atol=1e-7)
+    assert arkit.max() > 0.3  # a real expression, not the neutral face
+
+
+def test_fit_glb_evaluates_to_the_fitted_head_and_to_the_neutral_at_weight_0(rigged_glb,
+                                                                            whole_head):
+    import gltf_eval as ge
+
+    from emoca.io.mesh import split_uv_seams
+
+    path, mesh, params, _ = rigged_glb
+    gltf = ge.load(path)
+    vi, _, _ = split_uv_seams(mesh.faces.numpy(), mesh.uv_faces.numpy())
+    m64 = copy.deepcopy(whole_head).double()  # float64 truth; the fixture stays float32
+    with torch.no_grad():
+        fitted = m64(**{k: v.double() for k, v in params.items()}).vertices[0].numpy()
+        neutral = m64(identity=params["identity"].double(),
+                      rotation=params["rotation"].double()).vertices[0].numpy()
+    # spec evaluation: node rotation @ (position + sum_k weight_k target_k), metres
+    np.testing.assert_allclose(ge.mesh_vertices(gltf, 0.0), fitted[vi] * 0.01, atol=2e-7)
+    gltf.meshes[0].weights = [0.0] * 52
+    np.testing.assert_allclose(ge.mesh_vertices(gltf, 0.0), neutral[vi] * 0.01, atol=2e-7)
+    # the stored normals are the fitted head's, in the node's frame
+    node_rot = ge.quat_to_matrix(np.asarray(gltf.nodes[0].rotation))
+    normals = ge.accessor(gltf, gltf.meshes[0].primitives[0].attributes.NORMAL)
+    np.testing.assert_allclose(normals @ node_rot.T, mesh.normals.numpy()[vi], atol=1e-5)
+
+
+def test_fit_glb_split_halves_are_written_with_their_mean(tmp_path, whole_head):
+    """ICT's browInnerUp/cheekPuff halves fitted apart: the GLB is off by exactly
+    R sum_halves (w_half - mean) mode_half (ARKit has one shape for both)."""
+    pytest.importorskip("pygltflib")
+    import gltf_eval as ge
+
+    from emoca.io.mesh import split_uv_seams
+
+    names = whole_head.expression_names
+    e = _symmetric_expression(names, seed=6)
+    e[names.index("browInnerUp_L")], e[names.index("browInnerUp_R")] = 0.9, 0.1
+    mesh, params, arkit = _rigged_face(whole_head, e)
+    from emoca.face_model.arkit import ARKIT_NAMES
+
+    assert arkit[ARKIT_NAMES.index("browInnerUp")] == pytest.approx(0.5)
+    gltf = ge.load(_write_face(tmp_path, mesh))
+    vi, _, _ = split_uv_seams(mesh.faces.numpy(), mesh.uv_faces.numpy())
+    modes = whole_head.expression_modes.double().numpy()
+    resid = 0.4 * modes[names.index("browInnerUp_L")] - 0.4 * modes[names.index("browInnerUp_R")]
+    rot = mesh.rig.rotation
+    got = ge.mesh_vertices(gltf, 0.0)
+    want = mesh.vertices.double().numpy()[vi] - (resid @ rot.T)[vi]
+    np.testing.assert_allclose(got, want * 0.01, atol=2e-7)
+    assert np.abs(resid).max() > 0.1  # cm: the halves really differ
+
+
+def test_sparse_targets_read_back_as_the_dense_ones(rigged_glb, tmp_path):
+    import dataclasses
+
+    import gltf_eval as ge
+
+    from emoca.io.gltf import write_animated_glb
+    from emoca.pipeline.fit_export import gltf_mesh
+
+    path, mesh, _, _ = rigged_glb
+    dense = write_animated_glb(tmp_path / "dense.glb",
+                               dataclasses.replace(gltf_mesh(mesh), sparse_targets=False))
+    a, b = ge.load(path), ge.load(dense)
+    accs = _glb_json(path)["accessors"]
+    n_sparse = 0
+    for ta, tb in zip(a.meshes[0].primitives[0].targets, b.meshes[0].primitives[0].targets,
+                      strict=True):
+        acc = accs[ta["POSITION"]]
+        n_sparse += "sparse" in acc
+        np.testing.assert_array_equal(ge.accessor(a, ta["POSITION"]),
+                                      ge.accessor(b, tb["POSITION"]))
+    assert n_sparse == 51  # tongueOut moves nothing: no data at all (glTF zeros)
+    assert path.stat().st_size < 0.7 * dense.stat().st_size
+
+
+def test_fit_glb_loads_in_trimesh_with_its_texture(rigged_glb):
+    import trimesh
+
+    path, mesh, _, _ = rigged_glb
+    tm = trimesh.load(path, process=False, force="mesh")
+    mat = tm.visual.material
+    assert mat.baseColorTexture is not None and mat.baseColorTexture.size == (64, 64)
+    assert mat.metallicFactor == 0.0 and mat.roughnessFactor == pytest.approx(0.8)
+    ext = tm.vertices.max(0) - tm.vertices.min(0)
+    assert 0.15 < ext[1] < 0.4  # metres
+
+
+@pytest.mark.skipif(shutil.which("node") is None
+                    or not (GLTF_TOOLS / "node_modules" / "gltf-validator").is_dir()
+                    or not (GLTF_TOOLS / "node_modules" / "three").is_dir(),
+                    reason="Khronos glTF Validator / three.js not installed (make node)")
+def test_fit_glb_passes_the_validator_and_three_js_shows_the_fitted_head(rigged_glb,
+                                                                         tmp_path):
+    from emoca.io.mesh import split_uv_seams
+
+    path, mesh, _, _ = rigged_glb
+    run = subprocess.run(["node", str(GLTF_TOOLS / "validate.mjs"), str(path)],
+                         capture_output=True, text=True, timeout=120)
+    report = json.loads(run.stdout.splitlines()[0])
+    assert run.returncode == 0 and report["errors"] == 0, report
+    assert report["warnings"] == 0, report
+    # three.js: the default weights (mesh.weights) and the node rotation applied
+    subprocess.run(["node", str(GLTF_TOOLS / "check.mjs"), str(path), str(tmp_path / "t")],
+                   check=True, timeout=120)
+    info = json.loads((tmp_path / "t.json").read_text())
+    verts = np.fromfile(tmp_path / "t.f32", np.float32).reshape(info["vertices"], 3)
+    vi, _, _ = split_uv_seams(mesh.faces.numpy(), mesh.uv_faces.numpy())
+    assert info["morphTargets"] == 52
+    np.testing.assert_allclose(verts, mesh.vertices.numpy()[vi] * 0.01, atol=1e-6)

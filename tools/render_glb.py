@@ -1,14 +1,19 @@
 """Render a GLB as a viewer would (trimesh reads it; our rasterizer draws it), to look at.
 
-Usage: python tools/render_glb.py MESH.glb OUT.png [--yaw 0 45 90]
+Usage: python tools/render_glb.py MESH.glb OUT.png [--yaw 0 45 90] [--morph default|zero]
 
 Each view: the mesh turned by ``yaw`` degrees about y, orthographic, textured with the
-material's base-colour texture through the file's UVs, lit by a head light.
+material's base-colour texture through the file's UVs, lit by a head light. A mesh with
+morph targets is drawn at its default weights (``mesh.weights``, what viewers show) or,
+with ``--morph zero``, at its base shape; the morphs are evaluated by the tests' glTF
+reader (tests/gltf_eval.py: trimesh ignores morph targets).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,9 +33,10 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--yaw", type=float, nargs="+", default=[0.0, 45.0, 90.0])
     ap.add_argument("--size", type=int, default=384)
+    ap.add_argument("--morph", choices=["default", "zero"], default="default")
     a = ap.parse_args()
     mesh = trimesh.load(a.glb, process=False, force="mesh")
-    v = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
+    v = torch.tensor(_vertices(a.glb, a.morph, np.asarray(mesh.vertices)), dtype=torch.float32)
     f = torch.tensor(np.asarray(mesh.faces), dtype=torch.int64)
     uv = torch.tensor(np.asarray(mesh.visual.uv), dtype=torch.float32)
     tex = torch.tensor(np.asarray(mesh.visual.material.baseColorTexture.convert("RGB")),
@@ -53,6 +59,21 @@ def main() -> None:
         views.append(img)
     out = torch.cat(views, 2).clamp(0, 1).permute(1, 2, 0).numpy()
     Image.fromarray((out * 255 + 0.5).astype(np.uint8)).save(a.out)
+
+
+def _vertices(path: str, morph: str, plain: np.ndarray) -> np.ndarray:
+    """(V, 3) world vertices of the first mesh with its morph weights (``plain``: trimesh's,
+    which has no morphs, used when the file has none)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import gltf_eval
+
+    gltf = gltf_eval.load(path)
+    m = gltf.meshes[gltf.nodes[0].mesh]
+    if not m.primitives[0].targets:
+        return plain
+    if morph == "zero":
+        m.weights = [0.0] * len(m.primitives[0].targets)
+    return gltf_eval.mesh_vertices(gltf, 0.0)
 
 
 if __name__ == "__main__":

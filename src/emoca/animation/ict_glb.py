@@ -4,9 +4,10 @@ ICT-FaceKit is linear: ``v = R (neutral + identity_modes . id + expression_modes
 in centimetres. In the GLB:
 
 * position = (neutral + identity_modes . id) / 100 (metres; the identity baked in);
-* morph target k (ARKit name k) = sum_j M[k, j] expression_mode_j / 100 with M the 0/1
-  :func:`emoca.face_model.arkit.arkit_to_ict_matrix` (``browInnerUp`` and ``cheekPuff``
-  drive both ICT halves; ``tongueOut`` moves nothing, ICT has no tongue shape);
+* morph target k (ARKit name k) = :func:`emoca.face_model.arkit.arkit_targets` / 100:
+  sum_j M[k, j] expression_mode_j with M the 0/1 ``arkit_to_ict_matrix`` (``browInnerUp``
+  and ``cheekPuff`` drive both ICT halves; ``tongueOut`` moves nothing, ICT has no tongue
+  shape);
 * the mesh node's rotation channel = the head rotation R.
 
 So the GLB equals the ICT forward with ICT weights ``arkit @ M`` at every key frame. Tracks
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from emoca.face_model.arkit import ARKIT_NAMES, arkit_to_ict_matrix
+from emoca.face_model.arkit import ARKIT_NAMES, arkit_targets
 from emoca.geometry import axis_angle_to_matrix
 from emoca.io.gltf import GltfAnimation, GltfMesh, matrix_to_quaternion
 from emoca.io.mesh import split_uv_seams
@@ -77,8 +78,7 @@ def ict_gltf(model, seq: IctSequence, *, uvs: bool = True) -> IctGlb:
     id_modes = model.identity_modes.detach().double().numpy()[:n_id]
     base = (model.neutral.detach().double().numpy()
             + np.einsum("k,kvc->vc", np.asarray(seq.identity, np.float64), id_modes)) * CM
-    m = arkit_to_ict_matrix(model.expression_names).astype(np.float64)
-    targets = np.einsum("kj,jvc->kvc", m, model.expression_modes.detach().double().numpy()) * CM
+    targets = arkit_targets(model) * CM
     faces = model.faces.cpu().numpy()
     normals = vertex_normals(torch.as_tensor(base)[None], model.faces.cpu())[0].numpy()
     index = np.arange(len(base))

@@ -9,6 +9,9 @@ expect Apple's names, so everything we write uses :data:`ARKIT_NAMES`.
 The link is a fixed 0/1 matrix (:func:`arkit_to_ict_matrix`): ICT weights =
 ARKit weights @ M. One ARKit shape drives both ICT halves where ICT splits it; going
 back, the halves are averaged (:func:`ict_to_arkit`). ``tongueOut`` drives no ICT mode.
+
+:func:`arkit_targets` turns this into the 52 ARKit blendshapes of an ICT model: the morph
+targets every GLB we write carries (``emoca animate``'s animation and ``emoca fit``'s mesh).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ __all__ = [
     "ARKIT_NAMES",
     "LIVE_LINK_ORDER",
     "arkit_to_ict",
+    "arkit_targets",
     "arkit_to_ict_matrix",
     "ict_name_to_arkit",
     "ict_to_arkit",
@@ -102,3 +106,18 @@ def ict_to_arkit(ict: np.ndarray, ict_names: Sequence[str]) -> np.ndarray:
     m = arkit_to_ict_matrix(ict_names)
     count = np.maximum(m.sum(1), 1.0)
     return (np.asarray(ict, np.float32) @ m.T) / count
+
+
+def arkit_targets(model) -> np.ndarray:
+    """(52, V, 3) float64 ARKit blendshapes of an ICT-FaceKit model, in its units (cm).
+
+    Target k = sum_j M[k, j] expression_mode_j with M = :func:`arkit_to_ict_matrix`, so
+    ``sum_k a_k target_k`` is the model's expression offset at ICT weights ``a @ M``.
+
+    Args:
+        model: an :class:`emoca.face_model.ict.ICTFaceModel` (any region): its
+            ``expression_modes`` (n, V, 3) and ``expression_names``.
+    """
+    m = arkit_to_ict_matrix(model.expression_names).astype(np.float64)
+    modes = model.expression_modes.detach().cpu().double().numpy()
+    return np.einsum("kj,jvc->kvc", m, modes)

@@ -1,11 +1,18 @@
-"""Animated glTF 2.0 (binary ``.glb``): one mesh with named morph targets, an optional skin
-and one animation of morph weights and node rotations/translations.
+"""glTF 2.0 (binary ``.glb``): one mesh with named morph targets (default weights, dense or
+sparse), an optional textured PBR material, an optional skin, an optional static node
+rotation and one optional animation of morph weights and node rotations/translations.
 
 Built with ``pygltflib`` (``pip install 'emoca[animate]'``). Conventions (glTF 2.0):
 metres, y up, quaternions ``[x, y, z, w]``, matrices column-major in the file (numpy
 row-major here), texture ``v`` down (we flip the OBJ's ``v`` up), LINEAR interpolation with
-times in seconds. The mesh node sits at the scene root with no transform (the validator
-warns when a skinned mesh node is transformed or nested); joints form their own tree.
+times in seconds. The mesh node sits at the scene root, with no transform when skinned (the
+validator warns when a skinned mesh node is transformed or nested); joints form their own
+tree.
+
+Sparse morph targets store only the vertices a target moves (glTF's accessor ``sparse``:
+increasing vertex indices + their offsets, every other vertex 0): a face blendshape moves
+a fraction of a whole head, so this keeps the file small, and it is exact (only offsets
+that are exactly 0 in float32 are left out).
 
 A vertex is evaluated as the glTF spec says:
 
@@ -25,12 +32,13 @@ import numpy as np
 
 from emoca.io.atomic import atomic_write
 
-__all__ = ["GltfAnimation", "GltfMesh", "GltfSkin", "build_glb", "limit_influences",
-           "matrix_to_quaternion", "write_animated_glb"]
+__all__ = ["GltfAnimation", "GltfMaterial", "GltfMesh", "GltfSkin", "build_glb",
+           "limit_influences", "matrix_to_quaternion", "write_animated_glb"]
 
 # glTF component types and buffer-view targets
 _FLOAT, _UBYTE, _USHORT, _UINT = 5126, 5121, 5123, 5125
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
+_LINEAR, _LINEAR_MIPMAP_LINEAR, _REPEAT = 9729, 9987, 10497
 _TYPES = {1: "SCALAR", 2: "VEC2", 3: "VEC3", 4: "VEC4", 16: "MAT4"}
 
 
@@ -75,6 +83,22 @@ class GltfAnimation:
 
 
 @dataclass(frozen=True)
+class GltfMaterial:
+    """A PBR metallic-roughness material, optionally with a base-colour texture.
+
+    Attributes:
+        texture: (H, W, 3) uint8 RGB, row 0 = top of the image (stored as PNG), or None.
+        metallic, roughness: the material's factors in [0, 1].
+        name: material name.
+    """
+
+    texture: np.ndarray | None = None
+    metallic: float = 0.0
+    roughness: float = 0.8
+    name: str = "skin"
+
+
+@dataclass(frozen=True)
 class GltfMesh:
     """Everything one animated GLB holds.
 
@@ -85,6 +109,11 @@ class GltfMesh:
         uvs: (V,2) texture coordinates, ``v`` up (OBJ convention; flipped when written).
         target_names: (M,) morph target names (``mesh.extras.targetNames``).
         targets: (M,V,3) m, morph target position offsets.
+        weights: (M,) default morph weights (the mesh's ``weights``; 0 when None).
+        sparse_targets: store the targets as sparse accessors (module doc).
+        material: :class:`GltfMaterial` or None (no material: viewers draw it grey).
+        rotation: (4,) static rotation ``[x, y, z, w]`` of the mesh node, or None (an
+            unskinned mesh only).
         skin: :class:`GltfSkin` or None.
         animation: :class:`GltfAnimation` or None.
         name: mesh and node name; extras: JSON-able dict stored in the asset's extras.
@@ -96,6 +125,10 @@ class GltfMesh:
     uvs: np.ndarray | None = None
     target_names: tuple[str, ...] = ()
     targets: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    sparse_targets: bool = False
+    material: GltfMaterial | None = None
+    rotation: np.ndarray | None = None
     skin: GltfSkin | None = None
     animation: GltfAnimation | None = None
     name: str = "face"
@@ -208,6 +241,39 @@ class _Blob:
         self.accessors.append(acc)
         return len(self.accessors) - 1
 
+    def add_bytes(self, data: bytes) -> int:
+        """A buffer view of raw bytes (e.g. a PNG image); returns its index."""
+        from pygltflib import BufferView
+
+        self.views.append(BufferView(buffer=0, byteOffset=self.size, byteLength=len(data)))
+        pad = (-len(data)) % 4
+        self.parts.append(data + b"\0" * pad)
+        self.size += len(data) + pad
+        return len(self.views) - 1
+
+    def add_sparse(self, array: np.ndarray) -> int:
+        """A float32 (N, C) accessor holding only the rows that are not all 0 (sparse);
+        min/max cover every row (the validator checks them against the zeros too)."""
+        from pygltflib import Accessor, AccessorSparseIndices, AccessorSparseValues, Sparse
+
+        a = np.ascontiguousarray(array, dtype="<f4")
+        rows = np.flatnonzero((a != 0).any(1))
+        # byteOffset None: pygltflib would write its default 0, which needs a bufferView
+        acc = Accessor(componentType=_FLOAT, count=len(a), type=_TYPES[a.shape[1]],
+                       byteOffset=None, min=[float(x) for x in a.min(0)],
+                       max=[float(x) for x in a.max(0)])
+        if len(rows):
+            index_type, dtype = (_USHORT, "<u2") if len(a) <= 65535 else (_UINT, "<u4")
+            idx = self.add_bytes(rows.astype(dtype).tobytes())
+            val = self.add_bytes(a[rows].tobytes())
+            acc.sparse = Sparse(count=len(rows),
+                                indices=AccessorSparseIndices(bufferView=idx, byteOffset=None,
+                                                              componentType=index_type),
+                                values=AccessorSparseValues(bufferView=val, byteOffset=None))
+        # no rows: no buffer view and no sparse part, which glTF reads as all zeros
+        self.accessors.append(acc)
+        return len(self.accessors) - 1
+
     def bytes(self) -> bytes:
         return b"".join(self.parts)
 
@@ -217,6 +283,11 @@ def _check(mesh: GltfMesh) -> None:
     if mesh.targets is not None and np.shape(mesh.targets) != (len(mesh.target_names), v, 3):
         raise ValueError(f"targets must be ({len(mesh.target_names)}, {v}, 3), got "
                          f"{np.shape(mesh.targets)}")
+    if mesh.weights is not None and np.shape(mesh.weights) != (len(mesh.target_names),):
+        raise ValueError(f"weights must be ({len(mesh.target_names)},), got "
+                         f"{np.shape(mesh.weights)}")
+    if mesh.rotation is not None and mesh.skin is not None:
+        raise ValueError("a skinned mesh node takes no rotation (pose the joints instead)")
     a = mesh.animation
     if a is None:
         return
@@ -228,6 +299,30 @@ def _check(mesh: GltfMesh) -> None:
                       ("node_rotations", a.node_rotations)):
         if arr is not None and len(arr) != len(t):
             raise ValueError(f"{name} has {len(arr)} keys for {len(t)} times")
+
+
+def _material(mat: GltfMaterial, blob: _Blob) -> tuple[list, list, list, list]:
+    """pygltflib's materials, textures, images and samplers for ``mat`` (the texture's PNG
+    goes into ``blob``)."""
+    import io as _io
+
+    from PIL import Image as PILImage
+    from pygltflib import Image, Material, PbrMetallicRoughness, Sampler, Texture, TextureInfo
+
+    pbr = PbrMetallicRoughness(baseColorFactor=[1.0, 1.0, 1.0, 1.0],
+                               metallicFactor=float(mat.metallic),
+                               roughnessFactor=float(mat.roughness))
+    textures, images, samplers = [], [], []
+    if mat.texture is not None:
+        buf = _io.BytesIO()
+        PILImage.fromarray(np.ascontiguousarray(mat.texture, np.uint8)).save(buf, format="PNG")
+        images = [Image(bufferView=blob.add_bytes(buf.getvalue()), mimeType="image/png")]
+        samplers = [Sampler(magFilter=_LINEAR, minFilter=_LINEAR_MIPMAP_LINEAR, wrapS=_REPEAT,
+                            wrapT=_REPEAT)]
+        textures = [Texture(sampler=0, source=0)]
+        pbr.baseColorTexture = TextureInfo(index=0)
+    return ([Material(name=mat.name, pbrMetallicRoughness=pbr, doubleSided=False)], textures,
+            images, samplers)
 
 
 def build_glb(mesh: GltfMesh) -> bytes:
@@ -274,13 +369,21 @@ def build_glb(mesh: GltfMesh) -> bytes:
     targets = []
     for k in range(len(mesh.target_names)):
         d = np.asarray(mesh.targets[k], np.float32)
-        targets.append(Attributes(POSITION=blob.add(d, _FLOAT, target=_ARRAY_BUFFER,
-                                                    minmax=True)))
-    prim = Primitive(attributes=attrs, indices=indices, mode=4, targets=targets or None)
+        acc = (blob.add_sparse(d) if mesh.sparse_targets else
+               blob.add(d, _FLOAT, target=_ARRAY_BUFFER, minmax=True))
+        targets.append(Attributes(POSITION=acc))
+    parts = None if mesh.material is None else _material(mesh.material, blob)
+    prim = Primitive(attributes=attrs, indices=indices, mode=4, targets=targets or None,
+                     material=None if parts is None else 0)
+    weights = (np.zeros(len(targets)) if mesh.weights is None
+               else np.asarray(mesh.weights, np.float64))
     gmesh = Mesh(name=mesh.name, primitives=[prim],
-                 weights=[0.0] * len(targets) if targets else None,
+                 weights=[float(w) for w in weights] if targets else None,
                  extras={"targetNames": list(mesh.target_names)} if targets else None)
     nodes = [Node(name=mesh.name, mesh=0)]
+    if mesh.rotation is not None:
+        q = np.asarray(mesh.rotation, np.float64)
+        nodes[0].rotation = [float(x) for x in q / np.linalg.norm(q)]
     roots = [0]
     skins = None
     if skin is not None:
@@ -328,6 +431,8 @@ def build_glb(mesh: GltfMesh) -> bytes:
                  scenes=[Scene(nodes=roots)], nodes=nodes, meshes=[gmesh], skins=skins,
                  animations=animations, accessors=blob.accessors, bufferViews=blob.views,
                  extras=mesh.extras or None)
+    if parts is not None:
+        gltf.materials, gltf.textures, gltf.images, gltf.samplers = parts
     data = blob.bytes()
     gltf.buffers = [Buffer(byteLength=len(data))]
     gltf.set_binary_blob(data)

@@ -31,7 +31,7 @@ from emoca.geometry import ndc_to_pixels, orthographic_project, pixels_to_ndc
 from emoca.io.bundle import TensorBundle
 from emoca.losses.emotion import emotion_consistency
 from emoca.losses.landmarks import eye_closure_loss, lip_closure_loss, mouth_corner_loss
-from emoca.model.fit_colour import solve_grey_light_albedo
+from emoca.model.fit_colour import shade, solve_grey_light_albedo
 from emoca.model.levenberg_marquardt import levenberg_marquardt
 from emoca.render.geometry import vertex_normals
 from emoca.render.raster import deca_to_raster, interpolate, rasterize
@@ -58,6 +58,9 @@ class FitConfig:
     tint the skin (per-channel light turned skin magenta and yellow-green). The albedo
     starts at the least-squares skin colour under the starting light and is held near it
     by ``w_albedo_prior`` (a skin-tone prior taken from the photo's own skin).
+    With ``linear_light`` the light multiplies in linear light: the albedo stays
+    sRGB-encoded (photo units, so the prior keeps its meaning) and is decoded, shaded and
+    encoded again (:func:`emoca.model.fit_colour.shade`).
     """
 
     solver: str = "lm"
@@ -96,6 +99,7 @@ class FitConfig:
     w_temporal: float = 0.1
     appearance_landmark_boost: float = 10.0
     grey_light: bool = True
+    linear_light: bool = True
     w_albedo_prior: float = 0.05
     render_size: int = 64
     n_identity: int = 100
@@ -113,8 +117,8 @@ class FitResult(TensorBundle):
         params: name -> (B,n) model parameters (ICT: identity, expression in [0,1],
             rotation; FLAME: shape, expression, pose).
         cam: (B,3) DECA camera [s, tx, ty].
-        light: (B,9,3) SH coefficients.
-        albedo: (B,3) RGB skin albedo (constant per face).
+        light: (B,9,3) SH coefficients (linear light with ``linear_light``).
+        albedo: (B,3) RGB skin albedo (constant per face), sRGB-encoded in [0, 1].
         vertices: (B,V,3) posed vertices, model units.
         landmarks2d: (B,68,2) projected landmarks in crop pixels (centres at integers).
         render: (B,3,S,S) lit render composited over the crop (the whole display model:
@@ -307,7 +311,8 @@ class Fitter:
             vertices (B,V,3), images (B,3,S,S), alpha (B,1,S,S), skin mask (B,1,S,S).
         """
         verts, pix, alpha, front = self._raster_attrs(free, cam, background.shape[-1])
-        shaded = albedo[:, :, None, None] * add_sh_light(pix[:, :3], light) * front
+        shaded = shade(albedo[:, :, None, None], add_sh_light(pix[:, :3], light),
+                       self.cfg.linear_light) * front
         images = shaded * alpha + background * (1 - alpha)
         return verts, images, alpha, (pix[:, 3:] > 0.5).to(verts.dtype) * alpha * front
 
@@ -432,7 +437,8 @@ class Fitter:
             with torch.no_grad():
                 _, pix, alpha, front = self._raster_attrs(free(), cam, small.shape[-1])
                 mask = (pix[:, 3:] > 0.5).to(pix.dtype) * alpha * front
-                light3, albedo = solve_grey_light_albedo(small, pix[:, :3], mask)
+                light3, albedo = solve_grey_light_albedo(small, pix[:, :3], mask,
+                                                         linear=cfg.linear_light)
                 light = light3[:, :, :1].clone()
         albedo0 = albedo.clone()
         pose, exp = per_frame[ad.pose_name], per_frame["expression"]
@@ -514,7 +520,8 @@ class Fitter:
         attrs = torch.cat([vertex_normals(verts, faces), colors.expand(b, -1, 3)], dim=-1)
         pix = interpolate(attrs, frags, faces).permute(0, 3, 1, 2)
         alpha = frags.mask[:, None].to(verts.dtype)
-        shaded = pix[:, 3:] * add_sh_light(pix[:, :3], light) * (pix[:, 2:3] > 0)
+        shaded = shade(pix[:, 3:], add_sh_light(pix[:, :3], light),
+                       self.cfg.linear_light) * (pix[:, 2:3] > 0)
         return shaded * alpha + background * (1 - alpha), alpha
 
     def _finish(self, free, cam, light, albedo, crops, target, photo_feat, losses) -> FitResult:

@@ -6,6 +6,16 @@ ICT-FaceKit's UV tiles are moved into one [0, 1] atlas (:mod:`emoca.face_model.i
 skin the camera sees is textured from the photo, skin it does not see from the fitted
 albedo, and the parts a photo cannot colour (teeth, gums, eyes, mouth socket) get fixed
 colours. FLAME keeps its own UV layout and is coloured from the photo and albedo only.
+
+ICT heads also carry their ARKit rig (:class:`ArkitRig`) and go to the GLB as a morphing
+mesh (:func:`gltf_mesh`): the 52 ARKit blendshapes by Apple's names as morph targets
+(:func:`emoca.face_model.arkit.arkit_targets`, the same targets as ``emoca animate``'s
+GLB), the fitted identity at neutral expression as the base, the fitted ARKit weights as
+the mesh's default weights and the head rotation on the node. A viewer opening the file
+shows ``R (base + sum_k w_k target_k)``: the fitted head, except that ICT's two
+``browInnerUp`` and two ``cheekPuff`` halves are one ARKit shape each and are written with
+their mean (what ``params.json``'s ARKit weights hold too), so an asymmetric fit of those
+halves differs by ``R sum_halves (w_half - mean) mode_half`` (see the tests).
 """
 
 from __future__ import annotations
@@ -17,18 +27,39 @@ import numpy as np
 import torch
 
 from emoca.detect.crop import CropTransform
-from emoca.geometry import orthographic_project
+from emoca.geometry import axis_angle_to_matrix, orthographic_project
+from emoca.io.gltf import GltfMaterial, GltfMesh, matrix_to_quaternion
+from emoca.io.mesh import split_uv_seams
 from emoca.render.bake import UVBaker, bake_photo_texture, vertex_visibility
 from emoca.render.composite import composite_geometry, image_pixels
 from emoca.render.geometry import vertex_normals
 
-__all__ = ["ExportMesh", "HeadExporter"]
+__all__ = ["ArkitRig", "ExportMesh", "HeadExporter", "gltf_mesh"]
 
 # Drawn in overlays: ICT's narrow face (no forehead-to-crown, ears or neck: they would cover
 # hair, hats and collars) with its openings.
 OVERLAY_PARTS = ("mouth_socket", "eye_sockets", "gums_tongue", "teeth", "eyeballs")
 OVERLAY_REGION = "narrow_face"
 TEXTURE_SIZE = 1024
+
+
+@dataclass(frozen=True, eq=False)
+class ArkitRig:
+    """A fitted ICT head as ARKit blendshapes: ``vertices = rotation @ (neutral +
+    sum_k weights_k targets_k)`` (up to the split halves, module doc).
+
+    Attributes:
+        neutral: (V, 3) the fitted identity at neutral expression, unrotated, model units.
+        targets: (52, V, 3) float64 ARKit blendshapes, model units, Apple's order
+            (:data:`emoca.face_model.arkit.ARKIT_NAMES`).
+        weights: (52,) the fitted ARKit weights (``params.json``'s ``arkit_blendshapes``).
+        rotation: (3, 3) float64 head rotation.
+    """
+
+    neutral: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+    rotation: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -42,6 +73,7 @@ class ExportMesh:
         normals: (V, 3) unit vertex normals.
         vertex_colors: (V, 3) the texture's colours at the vertices (photo where seen).
         metres_per_unit: 0.01 for ICT-FaceKit, 1 for FLAME.
+        rig: the ARKit rig (ICT) or None: the GLB then holds the posed mesh alone.
     """
 
     vertices: torch.Tensor
@@ -52,6 +84,7 @@ class ExportMesh:
     normals: torch.Tensor
     vertex_colors: torch.Tensor
     metres_per_unit: float
+    rig: ArkitRig | None = None
 
 
 def _smooth(values: torch.Tensor, faces: torch.Tensor, steps: int) -> torch.Tensor:
@@ -113,6 +146,26 @@ class HeadExporter:
             self.overlay_faces = faces
             self.metres = 1.0
         self.baker = UVBaker(self.uvs, self.uv_faces, faces, texture_size)
+        self._targets: np.ndarray | None = None
+
+    @torch.no_grad()
+    def rig(self, params: dict[str, torch.Tensor], arkit: np.ndarray) -> ArkitRig | None:
+        """The ARKit rig of one fitted ICT face (None for other models).
+
+        Args:
+            params: the fitted model parameters, batch of 1 (``identity``, ``rotation``).
+            arkit: (52,) the fitted ARKit weights.
+        """
+        if not self.is_ict:
+            return None
+        from emoca.face_model.arkit import arkit_targets
+
+        if self._targets is None:  # the same for every face: built once
+            self._targets = arkit_targets(self.model)
+        neutral = self.model(identity=params["identity"]).vertices[0]
+        rot = axis_angle_to_matrix(params["rotation"].double())[0]
+        return ArkitRig(neutral=neutral.cpu().double().numpy(), targets=self._targets,
+                        weights=np.asarray(arkit, np.float64), rotation=rot.cpu().numpy())
 
     @torch.no_grad()
     def vertices(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -121,13 +174,15 @@ class HeadExporter:
 
     @torch.no_grad()
     def mesh(self, verts: torch.Tensor, cam: torch.Tensor, transform: CropTransform,
-             photo: np.ndarray, albedo: torch.Tensor, crop_size: int = 224) -> ExportMesh:
+             photo: np.ndarray, albedo: torch.Tensor, crop_size: int = 224,
+             rig: ArkitRig | None = None) -> ExportMesh:
         """The textured head for one face.
 
         Args:
             verts: (V, 3) whole-model vertices; cam: (3,) DECA camera;
             transform: the crop's transform; photo: (H, W, 3) uint8 original image;
-            albedo: (3,) fitted skin albedo in [0, 1] (fills what the photo does not show).
+            albedo: (3,) fitted skin albedo in [0, 1] (fills what the photo does not show);
+            rig: :meth:`rig` of the same face, carried into the GLB.
         """
         faces = self.model.faces.to(verts.device)
         trans = orthographic_project(verts[None], cam[None])[0]
@@ -148,7 +203,8 @@ class HeadExporter:
         normals = vertex_normals(verts[None], faces)[0]
         return ExportMesh(vertices=verts.cpu(), faces=faces.cpu(), uvs=self.uvs,
                           uv_faces=self.uv_faces, texture=tex, normals=normals.cpu(),
-                          vertex_colors=seen * a + fill * (1 - a), metres_per_unit=self.metres)
+                          vertex_colors=seen * a + fill * (1 - a), metres_per_unit=self.metres,
+                          rig=rig)
 
     @torch.no_grad()
     def grey_overlay(self, photo: np.ndarray, verts: torch.Tensor, cam: torch.Tensor,
@@ -157,3 +213,29 @@ class HeadExporter:
         trans = orthographic_project(verts[None], cam[None])[0]
         return composite_geometry(photo, verts, trans, transform,
                                   self.overlay_faces.to(verts.device), image_size=crop_size)
+
+
+def _texture_u8(texture: torch.Tensor) -> np.ndarray:
+    """(3, S, S) float [0, 1] -> (S, S, 3) uint8."""
+    return (texture.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def gltf_mesh(mesh: ExportMesh) -> GltfMesh:
+    """The GLB content of a rigged head (module doc): metres, UV seams split (glTF has one
+    UV per vertex), normals of the fitted head turned into the node's frame, the texture
+    atlas as base colour (metallic 0, roughness 0.8), sparse morph targets."""
+    from emoca.face_model.arkit import ARKIT_NAMES
+
+    rig = mesh.rig
+    if rig is None:
+        raise ValueError("gltf_mesh needs a rigged mesh (ExportMesh.rig)")
+    vi, ti, faces = split_uv_seams(mesh.faces.numpy(), mesh.uv_faces.numpy())
+    scale = mesh.metres_per_unit
+    # the file's normals live in the node's (unrotated) frame: R^T n, row-wise n @ R
+    normals = mesh.normals.double().numpy()[vi] @ rig.rotation
+    return GltfMesh(positions=rig.neutral[vi] * scale, indices=faces, normals=normals,
+                    uvs=mesh.uvs.numpy()[ti], target_names=ARKIT_NAMES,
+                    targets=rig.targets[:, vi] * scale, weights=rig.weights,
+                    sparse_targets=True,
+                    material=GltfMaterial(texture=_texture_u8(mesh.texture)),
+                    rotation=matrix_to_quaternion(rig.rotation), name="face")

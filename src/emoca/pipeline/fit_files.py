@@ -5,7 +5,9 @@ Per face (``OUT/NAME/face_K/``): the whole head (ICT: with eyeballs, teeth, gums
 mouth socket) as ``mesh.obj`` (model units; + ``.mtl``, ``.png``: one [0, 1] UV atlas,
 photo where the camera saw the skin, fitted albedo elsewhere), ``mesh.ply`` (the same
 colours per vertex), ``mesh.glb`` (metres, vertex normals, PBR material with metallic 0,
-roughness 0.8 and the atlas as base colour), ``params.json`` / ``params.npz`` (ARKit
+roughness 0.8 and the atlas as base colour; ICT: the 52 ARKit blendshapes as morph targets
+by Apple's names with the fitted weights as default weights, the head rotation on the node:
+:func:`~emoca.pipeline.fit_export.gltf_mesh`), ``params.json`` / ``params.npz`` (ARKit
 blendshape weights by Apple's 52 names, ICT's own 53, or FLAME codes; identity, head
 rotation, camera, landmark error, emotion of photo and render; landmarks in original image
 pixels and crop pixels, centres at integers), ``overlay.png`` (crop | grey geometry |
@@ -30,9 +32,10 @@ import numpy as np
 import torch
 
 from emoca.io.atomic import atomic_write
+from emoca.io.gltf import write_animated_glb
 from emoca.io.mesh import write_glb, write_obj, write_ply
 from emoca.pipeline.bookkeeping import write_json
-from emoca.pipeline.fit_export import ExportMesh
+from emoca.pipeline.fit_export import ExportMesh, gltf_mesh
 from emoca.pipeline.reconstruct_files import split_uv_seams
 
 __all__ = ["FitFace", "MeshData", "write_fit_face", "write_fit_track"]
@@ -88,9 +91,13 @@ def write_fit_face(face_dir: Path, face: FitFace) -> list[str]:
     write_obj(face_dir / "mesh.obj", m.vertices, m.faces, uvs=m.uvs, uv_faces=m.uv_faces,
               texture=m.texture)
     write_ply(face_dir / "mesh.ply", m.vertices, m.faces, vertex_colors=m.vertex_colors)
-    vi, ti, faces = split_uv_seams(m.faces.numpy(), m.uv_faces.numpy())
-    write_glb(face_dir / "mesh.glb", m.vertices.numpy()[vi] * m.metres_per_unit, faces,
-              uvs_per_vertex=m.uvs.numpy()[ti], texture=m.texture, normals=m.normals.numpy()[vi])
+    if m.rig is not None:
+        write_animated_glb(face_dir / "mesh.glb", gltf_mesh(m))
+    else:
+        vi, ti, faces = split_uv_seams(m.faces.numpy(), m.uv_faces.numpy())
+        write_glb(face_dir / "mesh.glb", m.vertices.numpy()[vi] * m.metres_per_unit, faces,
+                  uvs_per_vertex=m.uvs.numpy()[ti], texture=m.texture,
+                  normals=m.normals.numpy()[vi])
     write_json(face_dir / "params.json", face.record)
     _npz(face_dir / "params.npz", face.arrays)
     _png(face_dir / "overlay.png", face.overlay)

@@ -169,8 +169,10 @@ class FitProcessor:
         panel = torch.cat([crop.image, grey, res.render[i], marks], dim=2)
         full = (_to_uint8(grey) if crop_only else
                 exporter.grey_overlay(photo, verts, cam, crop.transform, size))
+        rig = (exporter.rig(params_t, arkit) if self.model.expression_names is not None
+               else None)
         mesh = exporter.mesh(verts, cam, ident if crop_only else crop.transform, photo,
-                             res.albedo[i].detach())
+                             res.albedo[i].detach(), rig=rig)
         return FitFace(mesh=mesh, record=record, arrays=arrays, overlay=_to_uint8(panel),
                        overlay_full=full)
 
