@@ -44,7 +44,8 @@ with the extension, then a short hash of the path, when two inputs share a stem)
                                            geometry over the input (``overlay="over"``: over
                                            only), with the input's audio
         track_T/codes.npz                  per track T: all its frames in one file: frame,
-                                           time, codes (smoothed with --smooth; raw_* the
+                                           time, face_index (the face's K in its frame),
+                                           codes (smoothed with --smooth; raw_* the
                                            unsmoothed), image_to_crop, box, landmarks, emotion
         track_T/track.json                 the arrays in codes.npz with shapes and units
         track_T/mesh_neutral.obj           --save mesh: mean identity, zero expression/pose
