@@ -139,13 +139,15 @@ def main() -> None:
     rows, base = [], None
     for minutes in args.minutes:
         frames = int(round(minutes * 60 * FPS))
-        clip = assets.parent / f"clip_{frames}.mp4"
+        # in a folder of its own: two runs at once must not delete each other's clip
+        clip = Path(tempfile.mkdtemp(prefix="emoca_mem_clip_")) / f"clip_{frames}.mp4"
         _clip(clip, frames, tuple(args.size))  # here, so the child measures only the run
         out = subprocess.run([sys.executable, __file__, "--child", str(clip), "--assets",
                               str(assets), "--batch", str(args.batch)],
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         clip.unlink()
+        clip.parent.rmdir()
         base = base or r
         rows.append([f"{minutes:g}", str(r["frames"]), f"{r['rss_mb']:.0f}",
                      f"{r['rss_mb'] / base['rss_mb']:.3f}", f"{r['peak_rss_mb']:.0f}",

@@ -157,9 +157,12 @@ def _assert_same_table(a: dict[str, np.ndarray], b: dict[str, np.ndarray], atol:
                        ) -> None:
     for k in ("source", "frame", "track_id", "face_index"):
         assert a[k].tolist() == b[k].tolist(), k
+    # photo faces are batched across photos, and each engine or shard batches other photos
+    # together: float32 landmarks near 240 px then differ in the last bit (1.5e-5 px), which
+    # rtol lets through
     for k in ("shape", "exp", "pose", "cam", "light", "tex", "detail", "emotion_probs",
               "valence", "arousal", "box", "image_to_crop", "landmarks2d", "landmarks3d"):
-        np.testing.assert_allclose(a[k], b[k], atol=atol, rtol=0, err_msg=k)
+        np.testing.assert_allclose(a[k], b[k], atol=atol, rtol=1e-6, err_msg=k)
 
 
 # ------------------------------------------------------------------ local engine
