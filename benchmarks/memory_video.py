@@ -7,10 +7,28 @@ Reproduce::
 
 Each length runs in a fresh process: ``emoca reconstruct``'s video path (``Runner`` ->
 ``process_video`` -> ``Reconstructor``; decode, detect, track, crop, batch, per-track
-arrays, FLAME landmarks and emotion per track, ``codes.npz``), ``--save codes``, on a
-synthetic clip (the astronaut's face moving over a ``--size`` frame, libx264, made
-before the measured process starts). The table gives the RSS when the run ends and the
-peak RSS (``ru_maxrss``), each with its ratio to the first (1-minute) run.
+arrays spilled to chunk files, FLAME landmarks and emotion per track, ``codes.npz``),
+``--save codes``, on a synthetic clip (the astronaut's face moving over a ``--size``
+frame, libx264, made before the measured process starts). The table gives the RSS when
+the run ends and the peak RSS (``ru_maxrss``), each with its ratio to the first
+(1-minute) run.
+
+Measured 2026-12-02 (2-core x86_64, torch 2.13 CPU; both versions in one session; the
+seconds are not comparable: the shared machine was loaded and at times paused)::
+
+    version                      minutes  RSS at end MB  ratio  peak RSS MB  ratio
+    5508823 (tracks in memory)         1            743  1.000          807  1.000
+                                      10            799  1.076          863  1.068
+    spill (chunks of 1,024 rows)       1            733  1.000          808  1.000
+                                      10            736  1.004          808  1.000
+
+What grew before: every frame's codes sat in Python lists until the video ended, were
+stacked, and ``codes.npz`` was built in a ``BytesIO`` and copied, so a 15,000-frame track
+was in memory about three times over. Now rows go to chunk files of 1,024 frames
+(:mod:`emoca.pipeline.spill`), the per-track arrays are computed batch by batch into new
+chunks and ``codes.npz`` is written member by member (:mod:`emoca.io.npz_stream`); its
+arrays are byte for byte those of the in-memory version (checked on these two runs' files,
+and in ``tests/test_spill.py``).
 
 Two stand-ins keep a 15,000-frame run in minutes on a CPU, both outside what could grow:
 the face box comes from a fixed-box detector (no MediaPipe), and the encoders are replaced
@@ -139,13 +157,15 @@ def main() -> None:
     rows, base = [], None
     for minutes in args.minutes:
         frames = int(round(minutes * 60 * FPS))
-        clip = assets.parent / f"clip_{frames}.mp4"
+        # in a folder of its own: two runs at once must not delete each other's clip
+        clip = Path(tempfile.mkdtemp(prefix="emoca_mem_clip_")) / f"clip_{frames}.mp4"
         _clip(clip, frames, tuple(args.size))  # here, so the child measures only the run
         out = subprocess.run([sys.executable, __file__, "--child", str(clip), "--assets",
                               str(assets), "--batch", str(args.batch)],
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         clip.unlink()
+        clip.parent.rmdir()
         base = base or r
         rows.append([f"{minutes:g}", str(r["frames"]), f"{r['rss_mb']:.0f}",
                      f"{r['rss_mb'] / base['rss_mb']:.3f}", f"{r['peak_rss_mb']:.0f}",

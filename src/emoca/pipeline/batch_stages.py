@@ -210,7 +210,8 @@ class Decoder:
         try:
             if item["kind"] == "video":
                 for job in self._video(path, detect):
-                    rows.append(_face(item, job.crop, -1, job.frame, job.time, job.track_id))
+                    rows.append(_face(item, job.crop, job.face_index, job.frame, job.time,
+                                       job.track_id))
                     n += 1
                     if len(rows) > self.chunk:  # one row held back to end the input
                         yield rows_to_columns(rows[:-1], self.crop_size)

@@ -180,8 +180,8 @@ class FitProcessor:
         return write_fit_face(face_dir, record)
 
     # ------------------------------------------------------------------ videos
-    def start_video(self) -> dict[int, _TrackState]:
-        return {}
+    def start_video(self, scratch: Path | None = None) -> dict[int, _TrackState]:
+        return {}  # tracks kept in memory (no spilling)
 
     def add_face(self, state: dict[int, _TrackState], job: FaceJob) -> None:
         st = state.setdefault(int(job.track_id), _TrackState())

@@ -15,7 +15,7 @@ the summary and progress.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -29,8 +29,10 @@ __all__ = ["FaceJob", "FaceProcessor", "ImageSource", "TrackArrays"]
 
 #: the original photo, or a function that re-reads it (big batches keep only paths)
 ImageSource = np.ndarray | Callable[[], np.ndarray] | None
-#: one video track: per-frame arrays with a leading T axis (``frame``, ``time``, ...)
-TrackArrays = dict[str, np.ndarray]
+#: one video track: per-frame arrays with a leading T axis (``frame``, ``time``, ...): a
+#: dict, or a :class:`~emoca.pipeline.spill.RowSpill` whose chunks are on disk (read those
+#: with :func:`~emoca.pipeline.spill.track_chunks`, not whole)
+TrackArrays = Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,9 @@ class FaceProcessor(Protocol):
         """Write one record's files into ``face_dir``; returns their names."""
 
     # video: one track at a time is fed frame by frame (see emoca.pipeline.video)
-    def start_video(self) -> Any:
-        """Fresh per-video state."""
+    def start_video(self, scratch: Path | None = None) -> Any:
+        """Fresh per-video state; ``scratch``: a folder for temporary files (the video's
+        output folder), whose ``.*.spill.part`` files the caller removes at the end."""
 
     def add_face(self, state: Any, job: FaceJob) -> None:
         """A tracked face of one frame (``job.track_id``, ``job.frame`` set)."""

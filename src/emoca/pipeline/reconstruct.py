@@ -44,7 +44,8 @@ with the extension, then a short hash of the path, when two inputs share a stem)
                                            geometry over the input (``overlay="over"``: over
                                            only), with the input's audio
         track_T/codes.npz                  per track T: all its frames in one file: frame,
-                                           time, codes (smoothed with --smooth; raw_* the
+                                           time, face_index (the face's K in its frame),
+                                           codes (smoothed with --smooth; raw_* the
                                            unsmoothed), image_to_crop, box, landmarks, emotion
         track_T/track.json                 the arrays in codes.npz with shapes and units
         track_T/mesh_neutral.obj           --save mesh: mean identity, zero expression/pose
@@ -53,9 +54,10 @@ with the extension, then a short hash of the path, when two inputs share a stem)
 Robustness: an input that cannot be read, shows no face, or fails in the networks is
 recorded in ``summary.json`` and the run goes on; every file is written atomically and
 ``done.json`` last, so after a kill ``resume=True`` redoes only faces (or videos) whose
-files are not all there. Videos are decoded frame by frame (only ``batch_size`` crops and
-the per-frame codes, ~2 KB per face and frame, are kept); undecodable frames are skipped
-and listed in ``video.json``.
+files are not all there. Videos are decoded frame by frame (only ``batch_size`` crops are
+kept; each track's per-frame codes go to hidden chunk files in ``OUT/NAME/``, 1,024 frames
+each, removed when the video's files are written: :mod:`emoca.pipeline.spill`);
+undecodable frames are skipped and listed in ``video.json``.
 
 2D conventions: every point written is in pixels with centres at integers
 (:mod:`emoca.geometry`); the model's image space maps to crop pixels by

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +23,10 @@ from PIL import Image
 
 from emoca.io.atomic import atomic_write
 from emoca.io.mesh import split_uv_seams, write_glb, write_obj, write_ply
+from emoca.io.npz_stream import write_npz_pieces
 from emoca.model.emoca_model import EmocaCodes
 from emoca.pipeline.bookkeeping import write_json as _write_json
+from emoca.pipeline.spill import column_dtype, column_shape, track_chunks, track_length
 from emoca.render.draw import draw_landmarks
 
 if TYPE_CHECKING:
@@ -262,15 +264,17 @@ class NeutralMesh:
     uv_faces: torch.Tensor  # (F, 3)
 
 
-def write_track(track_dir: str | Path, arrays: dict[str, np.ndarray], save: Iterable[str],
+def write_track(track_dir: str | Path, arrays: Mapping[str, np.ndarray], save: Iterable[str],
                 model_name: str, smoothing: SmoothingOptions | None = None,
                 neutral: NeutralMesh | None = None) -> list[str]:
     """Write a video track: ``codes.npz`` (all frames), ``track.json`` and a neutral mesh.
 
     Args:
         track_dir: the track's folder.
-        arrays: per-frame arrays (``frame``, ``time``, codes, ``image_to_crop``, ``box``,
-            ``landmarks2d``, ``landmarks3d``, optional ``raw_*`` and emotion).
+        arrays: per-frame arrays (``frame``, ``time``, ``face_index``, codes,
+            ``image_to_crop``, ``box``, ``landmarks2d``, ``landmarks3d``, optional ``raw_*``
+            and emotion): a dict, or a :class:`~emoca.pipeline.spill.RowSpill` whose chunks
+            are copied into ``codes.npz`` one at a time.
         save: groups asked for (codes/landmarks -> codes.npz, mesh -> mesh_neutral.obj).
         model_name, smoothing: recorded in ``track.json``.
         neutral: the identity mesh to write as ``mesh_neutral.obj`` (with ``mesh``).
@@ -281,22 +285,27 @@ def write_track(track_dir: str | Path, arrays: dict[str, np.ndarray], save: Iter
     track_dir.mkdir(parents=True, exist_ok=True)
     save = set(save)
     files: list[str] = []
-    keep = dict(arrays)
+    keep = list(arrays)
     if "landmarks" not in save:
-        keep = {k: v for k, v in keep.items() if not k.startswith("landmarks")}
+        keep = [k for k in keep if not k.startswith("landmarks")]
     if "codes" not in save:
-        keep = {k: v for k, v in keep.items() if k in ("frame", "time") or
-                k.startswith("landmarks")}
+        keep = [k for k in keep if k in ("frame", "time", "face_index") or
+                k.startswith("landmarks")]
+    shapes = {k: column_shape(arrays, k) for k in keep}
     if save & {"codes", "landmarks"}:
-        _write_npz(track_dir / "codes.npz", keep)
+        write_npz_pieces(track_dir / "codes.npz",
+                         {k: (shapes[k], column_dtype(arrays, k)) for k in keep},
+                         lambda k: (c[k] for c in track_chunks(arrays, [k])))
         files.append("codes.npz")
     units = {**CODE_DOCS, **LANDMARK_DOCS,
              "frame": "(T,) frame index on the video timeline (0-based)",
-             "time": "(T,) presentation time in seconds"}
-    doc = {"model": model_name, "frames": int(len(arrays["frame"])),
+             "time": "(T,) presentation time in seconds",
+             "face_index": "(T,) the face's place among its frame's faces in detector order "
+                           "(left to right for the built-in detectors), as face_K of photos"}
+    doc = {"model": model_name, "frames": track_length(arrays),
            "smoothing": dataclasses.asdict(smoothing) if smoothing is not None else None,
-           "arrays": {k: f"{list(v.shape)} " + units.get(k.removeprefix("raw_"), "")
-                      for k, v in keep.items()},
+           "arrays": {k: f"{list(shapes[k])} " + units.get(k.removeprefix("raw_"), "")
+                      for k in keep},
            "note": "per-frame arrays have a leading T axis; raw_* are the unsmoothed codes"}
     _write_json(track_dir / "track.json", doc)
     files.append("track.json")

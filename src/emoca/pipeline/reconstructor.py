@@ -23,7 +23,6 @@ from emoca.model.inference import autocast, check_precision, to_channels_last, t
 from emoca.pipeline import reconstruct_files
 from emoca.pipeline.emotion_heads import (
     EmotionHead,
-    FaceEmotion,
     load_emotion_head,
     predict_emotion,
 )
@@ -35,6 +34,7 @@ from emoca.pipeline.reconstruct_results import (
     render_results,
 )
 from emoca.pipeline.smoothing import SmoothingOptions, smooth_codes
+from emoca.pipeline.spill import RowSpill
 from emoca.pipeline.timing import StageTimer
 from emoca.render.composite import composite_geometry
 
@@ -62,19 +62,29 @@ def parse_save(value: str | Sequence[str] | None) -> frozenset[str] | None:
 
 
 @dataclass
-class _Track:
-    frames: list[int] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    image_to_crop: list[np.ndarray] = field(default_factory=list)
-    boxes: list[np.ndarray] = field(default_factory=list)
-    codes: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    emotion: list[FaceEmotion] = field(default_factory=list)  # image-based head only
-
-
-@dataclass
 class _VideoState:
-    tracks: dict[int, _Track] = field(default_factory=dict)
+    """Pass 1 of a video: each track's raw per-frame rows (spilled to ``scratch`` in chunks
+    of ``limit`` rows; kept in memory when ``scratch`` is None) and the crops waiting for a
+    batch."""
+
+    scratch: Path | None
+    limit: int | None
+    tracks: dict[int, RowSpill] = field(default_factory=dict)
     pending: list[FaceJob] = field(default_factory=list)
+
+    def track(self, tid: int) -> RowSpill:
+        if tid not in self.tracks:
+            self.tracks[tid] = RowSpill(self.scratch, f"track_{tid}.raw", self.limit)
+        return self.tracks[tid]
+
+    def bound(self) -> None:
+        """Spill every track once all together hold ``limit`` rows: many short tracks
+        (faces coming and going) would otherwise each keep up to ``limit`` rows."""
+        if self.scratch is None or self.limit is None:
+            return
+        if sum(t.buffered for t in self.tracks.values()) >= self.limit:
+            for t in self.tracks.values():
+                t.flush()
 
 
 def _codes_from_arrays(arrays: dict[str, np.ndarray], sl: slice, device: torch.device
@@ -103,6 +113,10 @@ class Reconstructor:
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the encoders under
             autocast (:mod:`emoca.model.inference`; FLAME, emotion, renders stay fp32).
         channels_last: encoders and crops in NHWC memory order (fast convolutions on GPUs).
+        spill_rows: a video track's per-frame rows kept in memory before they go to a chunk
+            file in the video's output folder (:mod:`emoca.pipeline.spill`), so memory does
+            not grow with the video's length; None keeps whole tracks in memory. The files
+            written are the same either way.
     """
 
     command = "reconstruct"
@@ -112,12 +126,15 @@ class Reconstructor:
                  batch_size: int = 8, timer: StageTimer | None = None, *,
                  save: frozenset[str] | None = None, texture: str = "photo",
                  smoothing: SmoothingOptions | None = None, precision: str = "fp32",
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, spill_rows: int | None = 1024) -> None:
         check_precision(precision)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if spill_rows is not None and spill_rows < 1:
+            raise ValueError(f"spill_rows must be >= 1 or None, got {spill_rows}")
+        self.spill_rows = spill_rows
         self.model = model.eval()
         self._detector_spec = detector
         self._detector: FaceDetector | None = detector if isinstance(detector,
@@ -279,8 +296,8 @@ class Reconstructor:
         return self.run(jobs)
 
     # ------------------------------------------------------------------ videos
-    def start_video(self) -> _VideoState:
-        return _VideoState()
+    def start_video(self, scratch: Path | None = None) -> _VideoState:
+        return _VideoState(scratch if self.spill_rows is not None else None, self.spill_rows)
 
     def add_face(self, state: _VideoState, job: FaceJob) -> None:
         state.pending.append(job)
@@ -302,68 +319,77 @@ class Reconstructor:
         arrays = {f.name: getattr(codes, f.name).detach().cpu().numpy()
                   for f in dataclasses.fields(EmocaCodes) if getattr(codes, f.name) is not None}
         for i, job in enumerate(jobs):
-            tr = state.tracks.setdefault(int(job.track_id), _Track())
-            tr.frames.append(int(job.frame))
-            tr.times.append(float(job.time))
-            tr.image_to_crop.append(np.asarray(job.crop.transform.image_to_crop, np.float64))
-            tr.boxes.append(np.asarray(job.crop.detection.box, np.float64))
-            for k, v in arrays.items():
-                tr.codes.setdefault(k, []).append(v[i])
-            if emotions[i] is not None:
-                tr.emotion.append(emotions[i])
+            row: dict[str, Any] = {
+                "frame": np.int64(job.frame), "time": np.float64(job.time),
+                "face_index": np.int32(job.face_index),
+                "image_to_crop": np.asarray(job.crop.transform.image_to_crop, np.float64),
+                "box": np.asarray(job.crop.detection.box, np.float64),
+                **{k: v[i] for k, v in arrays.items()}}
+            e = emotions[i]
+            if e is not None:
+                row.update(emotion_probs=e.probs.numpy(), valence=np.float32(e.valence),
+                           arousal=np.float32(e.arousal))
+            state.track(int(job.track_id)).append(row)
         state.pending = []
+        state.bound()
 
     def finish_video(self, state: _VideoState) -> dict[int, TrackArrays]:
+        """Every track's final arrays (a :class:`RowSpill` each; its chunk files stay in the
+        scratch folder until the caller removes them)."""
         self._encode_pending(state)
-        return {tid: self._track_arrays(tr) for tid, tr in sorted(state.tracks.items())}
+        out: dict[int, TrackArrays] = {}
+        for tid, raw in sorted(state.tracks.items()):
+            out[tid] = self._track_arrays(tid, raw, state)
+            raw.remove()
+        return out
 
     @torch.no_grad()
-    def _track_arrays(self, track: _Track) -> TrackArrays:
-        """Per-track arrays: codes (smoothed), landmarks in image pixels, emotion."""
-        times = np.asarray(track.times, dtype=np.float64)
-        # copies avoided and the per-frame lists dropped as soon as stacked: a 10-minute
-        # track's peak memory is a few KB per frame (benchmarks/memory_video.py)
-        raw = {k: np.stack(v).astype(np.float32, copy=False) for k, v in track.codes.items()}
-        track.codes.clear()
-        codes = smooth_codes(raw, times, self.smoothing) if self.smoothing is not None else raw
-        m2c = np.stack(track.image_to_crop)
-        arrays: dict[str, np.ndarray] = {
-            "frame": np.asarray(track.frames, dtype=np.int64), "time": times,
-            **{k: v.astype(np.float32, copy=False) for k, v in codes.items()},
-            "image_to_crop": m2c, "box": np.stack(track.boxes)}
+    def _track_arrays(self, tid: int, raw: RowSpill, state: _VideoState) -> RowSpill:
+        """Per-track arrays: codes (smoothed), landmarks in image pixels, emotion; computed
+        ``batch_size`` frames at a time (the batches of a whole-track pass, so the values do
+        not depend on the chunks) into a new spill."""
+        names = [f.name for f in dataclasses.fields(EmocaCodes) if f.name in raw]
+        smoothed = None
         if self.smoothing is not None:
-            arrays.update({f"raw_{k}": v for k, v in raw.items()})
-        n = len(times)
-        lmk2d, lmk3d, probs, val, aro = [], [], [], [], []
+            # the filter runs over the whole track: its codes (~1.5 KB a frame) come back whole
+            smoothed = smooth_codes({k: raw[k].astype(np.float32, copy=False) for k in names},
+                                    raw["time"], self.smoothing)
         code_head = self.emotion is not None and not isinstance(self.emotion, EmotionRecognizer)
-        for start in range(0, n, self.batch_size):
-            sl = slice(start, min(start + self.batch_size, n))
-            c = _codes_from_arrays(codes, sl, self.device)
-            with self.timer.stage("flame", sl.stop - sl.start):
+        out = RowSpill(state.scratch, f"track_{tid}", state.limit)
+        start = 0
+        for b in raw.batches(self.batch_size):
+            n = len(b["frame"])
+            sl = slice(start, start + n)
+            start += n
+            codes = {k: smoothed[k][sl] if smoothed is not None else b[k] for k in names}
+            block = {"frame": b["frame"], "time": b["time"], "face_index": b["face_index"],
+                     **{k: v.astype(np.float32, copy=False) for k, v in codes.items()},
+                     "image_to_crop": b["image_to_crop"], "box": b["box"]}
+            if smoothed is not None:
+                block.update({f"raw_{k}": b[k].astype(np.float32, copy=False) for k in names})
+            c = _codes_from_arrays(codes, slice(None), self.device)
+            with self.timer.stage("flame", n):
                 geo = self.model.decode(c, render=False, detail=False)
             crop_px = geo.landmarks2d.detach().cpu().double().numpy() - 0.5
-            c2m = np.linalg.inv(m2c[sl])  # crop -> image per frame
-            lmk2d.append((np.einsum("bij,bnj->bni", c2m[:, :2, :2], crop_px)
-                          + c2m[:, None, :2, 2]).astype(np.float32))
-            lmk3d.append(geo.landmarks3d.detach().cpu().numpy())
+            c2m = np.linalg.inv(b["image_to_crop"])  # crop -> image per frame
+            block["landmarks2d"] = (np.einsum("bij,bnj->bni", c2m[:, :2, :2], crop_px)
+                                    + c2m[:, None, :2, 2]).astype(np.float32)
+            block["landmarks3d"] = geo.landmarks3d.detach().cpu().numpy().astype(
+                np.float32, copy=False)
             if code_head:
                 with self.timer.stage("networks", 0):
                     emo = predict_emotion(self.emotion, c, torch.empty(0))
                 if emo and emo[0] is not None:
-                    probs.append(np.stack([e.probs.numpy() for e in emo]))
-                    val += [e.valence for e in emo]
-                    aro += [e.arousal for e in emo]
-        if track.emotion:  # image-based head, computed on the crops in pass 1
-            probs = [np.stack([e.probs.numpy() for e in track.emotion])]
-            val = [e.valence for e in track.emotion]
-            aro = [e.arousal for e in track.emotion]
-        arrays["landmarks2d"] = np.concatenate(lmk2d).astype(np.float32, copy=False)
-        arrays["landmarks3d"] = np.concatenate(lmk3d).astype(np.float32, copy=False)
-        if probs:
-            arrays["emotion_probs"] = np.concatenate(probs).astype(np.float32)
-            arrays["valence"] = np.asarray(val, dtype=np.float32)
-            arrays["arousal"] = np.asarray(aro, dtype=np.float32)
-        return arrays
+                    block["emotion_probs"] = np.stack([e.probs.numpy() for e in emo]
+                                                      ).astype(np.float32)
+                    block["valence"] = np.asarray([e.valence for e in emo], np.float32)
+                    block["arousal"] = np.asarray([e.arousal for e in emo], np.float32)
+            elif "emotion_probs" in b:  # image-based head, computed on the crops in pass 1
+                block.update(emotion_probs=b["emotion_probs"].astype(np.float32),
+                             valence=b["valence"], arousal=b["arousal"])
+            out.extend(block)
+        out.flush()
+        return out
 
     def write_track(self, track_dir: Path, arrays: TrackArrays) -> list[str]:
         neutral = self._neutral_mesh(arrays["shape"].mean(axis=0)) \

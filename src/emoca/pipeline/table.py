@@ -6,7 +6,9 @@ metadata under ``emoca``):
 
 - ``source`` (string, the input path as given), ``frame`` (int64; -1 for photos), ``time``
   (float64 seconds; NaN for photos), ``track_id`` (int32; -1 for photos), ``face_index``
-  (int32, left to right in the photo; -1 for video rows, whose face is ``track_id``);
+  (int32: the face's place among its photo's or video frame's faces in the detector's order,
+  left to right for the built-in detectors: ``face_K`` of a photo; a video row keeps the
+  index its face had in its frame, so one track's rows may change index when faces pass);
 - every array of :data:`~emoca.pipeline.reconstruct_files.CODE_DOCS` (``shape``, ``exp``,
   ``pose``, ``global_pose``, ``jaw_pose``, ``cam``, ``light``, ``tex``, ``detail``,
   ``image_to_crop``, ``box``, ``emotion_probs``, ``valence``, ``arousal``) and the 2D/3D
@@ -50,7 +52,8 @@ KEY_COLUMNS: dict[str, tuple[str, str]] = {
     "frame": ("int64", "video frame index (0-based); -1 for photos"),
     "time": ("float64", "video presentation time in seconds; NaN for photos"),
     "track_id": ("int32", "video face track; -1 for photos"),
-    "face_index": ("int32", "face in the photo, left to right; -1 for video rows"),
+    "face_index": ("int32", "face in its photo or video frame, in detector order (left to "
+                            "right for the built-in detectors)"),
 }
 
 #: array columns: name -> (default shape, dtype); the units are CODE_DOCS / LANDMARK_DOCS
@@ -86,7 +89,7 @@ def face_row(r: FaceResult) -> Row:
     row.update(source=r.source, frame=int(r.frame) if video else -1,
                time=float(r.time) if video else math.nan,
                track_id=int(r.track_id) if video and r.track_id is not None else -1,
-               face_index=-1 if video else int(r.face_index))
+               face_index=int(r.face_index))
     return row
 
 
@@ -200,13 +203,16 @@ def _track_rows(track_dir: Path, source: str) -> list[Row]:
     if "shape" not in arrays:  # --save without codes
         return []
     tid = int(track_dir.name.removeprefix("track_"))
+    # outputs written before codes.npz held face_index number nothing: -1
+    face_index = arrays.get("face_index", np.full(len(arrays["frame"]), -1))
     rows = []
     for i in range(len(arrays["frame"])):
         row: Row = {k: v[i] for k, v in arrays.items()
                     if k in ARRAY_COLUMNS and not k.startswith("raw_")}
         row["global_pose"], row["jaw_pose"] = row["pose"][:3], row["pose"][3:]
         row.update(source=source, frame=int(arrays["frame"][i]),
-                   time=float(arrays["time"][i]), track_id=tid, face_index=-1)
+                   time=float(arrays["time"][i]), track_id=tid,
+                   face_index=int(face_index[i]))
         rows.append(row)
     return rows
 

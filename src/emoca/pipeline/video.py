@@ -7,9 +7,11 @@ the fit: per track, in chunks sharing one identity). Then each track's arrays ar
 to ``dest/track_T/``. Pass 2 (``overlay=True``) decodes the video again and lets the
 processor draw its faces into the frames, in batches; the input's audio is copied.
 
-Memory stays bounded by the batch and the per-frame arrays (a few KB per face and frame).
-Undecodable frames are skipped and listed; a detector failure on a frame ends only that
-frame.
+Memory stays bounded by the batch: a processor may spill its tracks' per-frame arrays to
+chunk files in ``dest`` (:mod:`emoca.pipeline.spill`; EMOCA's does), which pass 2 reads
+one chunk per track at a time; those files are removed when the video ends, also when it
+fails. Undecodable frames are skipped and listed; a detector failure on a frame ends only
+that frame.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from emoca.pipeline.bookkeeping import remove_stale_temp_files
 from emoca.pipeline.processor import FaceJob, FaceProcessor, TrackArrays
+from emoca.pipeline.spill import remove_spill_files, track_chunks, track_length
 from emoca.pipeline.tracking import FaceTracker
 
 __all__ = ["VideoOptions", "iter_tracked_faces", "process_video"]
@@ -101,13 +104,13 @@ def iter_tracked_faces(path: Path, detect: Callable[[np.ndarray, str], list[Any]
                         f"(frames {failed[0]}..{failed[-1]})")
 
 
-def _track_faces(path: Path, proc: FaceProcessor, options: VideoOptions, progress: bool,
-                 problems: list[str]) -> tuple[Any, Any, int]:
+def _track_faces(path: Path, dest: Path, proc: FaceProcessor, options: VideoOptions,
+                 progress: bool, problems: list[str]) -> tuple[Any, Any, int]:
     """Pass 1: feed every tracked crop to the processor; returns (state, reader, frames)."""
     from emoca.io.video import VideoReader
 
     reader = VideoReader(path)
-    state = proc.start_video()
+    state = proc.start_video(dest)
     count = {"frames": 0}
     bar = tqdm(desc=f"video {path.name}", unit="frame", total=reader.frame_count or None,
                disable=not progress)
@@ -123,6 +126,47 @@ def _track_faces(path: Path, proc: FaceProcessor, options: VideoOptions, progres
     return state, reader, count["frames"]
 
 
+class _RowsByFrame:
+    """The tracks' rows frame by frame, for frames asked in increasing order: a track is
+    read chunk by chunk from its first frame on, so one chunk per track is in memory."""
+
+    def __init__(self, tracks: dict[int, TrackArrays]) -> None:
+        self._tracks = [arr for _, arr in sorted(tracks.items())]  # track order, as drawn
+        self._first = [int(next(track_chunks(a, ["frame"]))["frame"][0])
+                       if track_length(a) else None for a in self._tracks]
+        self._rows: list[Iterator[tuple[int, TrackArrays, int]] | None] = [None] * len(
+            self._tracks)
+        self._head: list[tuple[int, TrackArrays, int] | None] = [None] * len(self._tracks)
+
+    @staticmethod
+    def _iter_rows(arr: TrackArrays) -> Iterator[tuple[int, TrackArrays, int]]:
+        for chunk in track_chunks(arr):
+            for i, fr in enumerate(chunk["frame"].tolist()):
+                yield int(fr), chunk, i
+
+    def at(self, index: int) -> list[tuple[TrackArrays, int]]:
+        """``(arrays, row)`` of every track's face in frame ``index``, in track order."""
+        items: list[tuple[TrackArrays, int]] = []
+        for j, arr in enumerate(self._tracks):
+            first = self._first[j]
+            if first is None or index < first:
+                continue
+            rows = self._rows[j]
+            if rows is None:
+                rows = self._rows[j] = self._iter_rows(arr)
+                self._head[j] = next(rows, None)
+            head = self._head[j]
+            while head is not None and head[0] < index:  # frames pass 2 could not decode
+                head = next(rows, None)
+            while head is not None and head[0] == index:
+                items.append((head[1], head[2]))
+                head = next(rows, None)
+            self._head[j] = head
+            if head is None:  # the track is over: drop its chunk
+                self._first[j], self._rows[j] = None, None
+        return items
+
+
 def _write_overlay(path: Path, target: Path, proc: FaceProcessor,
                    tracks: dict[int, TrackArrays], style: str, progress: bool,
                    problems: list[str]) -> bool:
@@ -130,10 +174,7 @@ def _write_overlay(path: Path, target: Path, proc: FaceProcessor,
     from emoca.io.video import VideoError, VideoReader
     from emoca.io.video_write import VideoWriter
 
-    by_frame: dict[int, list[tuple[TrackArrays, int]]] = {}
-    for arr in tracks.values():
-        for i, fr in enumerate(arr["frame"].tolist()):
-            by_frame.setdefault(int(fr), []).append((arr, i))
+    by_frame = _RowsByFrame(tracks)
     reader = VideoReader(path)
     w, h = reader.size
     size = (2 * w, h) if style == "beside" else (w, h)
@@ -162,7 +203,7 @@ def _write_overlay(path: Path, target: Path, proc: FaceProcessor,
                          audio_from=path if reader.has_audio else None) as writer:
             for frame in tqdm(reader, desc="overlay", unit="frame", disable=not progress,
                               total=reader.frame_count or None):
-                buffer.append((frame.index, frame.image, by_frame.get(frame.index, [])))
+                buffer.append((frame.index, frame.image, by_frame.at(frame.index)))
                 if len(buffer) >= proc.batch_size or \
                         sum(len(b[2]) for b in buffer) >= proc.batch_size:
                     flush(writer)
@@ -194,21 +235,25 @@ def process_video(path: str | Path, dest: str | Path, proc: FaceProcessor,
     for track_dir in dest.glob("track_*"):
         remove_stale_temp_files(track_dir)
     problems: list[str] = []
-    state, reader, n_frames = _track_faces(path, proc, options, progress, problems)
-    tracks = proc.finish_video(state)
-    problems = list(reader.problems) + problems
-    files: list[str] = []
-    for tid, arr in sorted(tracks.items()):
-        with proc.timer.stage("export", len(arr["frame"])):
-            files += [f"track_{tid}/{f}" for f in proc.write_track(dest / f"track_{tid}", arr)]
-    if options.overlay and tracks:
-        if _write_overlay(path, dest / "overlay.mp4", proc, tracks, options.overlay_style,
-                          progress, problems):
-            files.append("overlay.mp4")
+    try:
+        state, reader, n_frames = _track_faces(path, dest, proc, options, progress, problems)
+        tracks = proc.finish_video(state)
+        problems = list(reader.problems) + problems
+        files: list[str] = []
+        for tid, arr in sorted(tracks.items()):
+            with proc.timer.stage("export", track_length(arr)):
+                files += [f"track_{tid}/{f}"
+                          for f in proc.write_track(dest / f"track_{tid}", arr)]
+        if options.overlay and tracks:
+            if _write_overlay(path, dest / "overlay.mp4", proc, tracks, options.overlay_style,
+                              progress, problems):
+                files.append("overlay.mp4")
+        lengths = {str(tid): track_length(a) for tid, a in sorted(tracks.items())}
+    finally:  # the spilled per-frame arrays (also those of a failed or stopped run)
+        remove_spill_files(dest)
     record = {
         "video": str(path), "fps": float(reader.fps), "size": list(reader.size),
-        "frames_read": n_frames,
-        "tracks": {str(tid): int(len(a["frame"])) for tid, a in sorted(tracks.items())},
+        "frames_read": n_frames, "tracks": lengths,
         "skipped_frames": list(reader.skipped_frames), "problems": problems,
         "settings": proc.settings(),
     }
