@@ -351,7 +351,8 @@ class Fitter:
         cfg, ad = self.cfg, self.adapter
         names = [ad.identity_name, "expression", ad.pose_name]
         sizes = [free[n].shape[1] for n in names]
-        sqrt_w = (lmk_w / lmk_w.sum()).sqrt()[None, :, None] * self._w68(dense_w) ** 0.5
+        w68 = self._w68(dense_w)
+        sqrt_w = (lmk_w / lmk_w.sum()).sqrt()[None, :, None] * w68 ** 0.5
         if dense_w is not None:
             sqrt_dw = (dense_w / dense_w.sum()).sqrt()[None, :, None] * cfg.w_dense ** 0.5
         pair_w = torch.tensor([cfg.w_eye] * 4 + [cfg.w_lip] * 3 + [cfg.w_corner] * 2,
@@ -367,7 +368,9 @@ class Fitter:
             c, p = unpack(theta)
             lmk = orthographic_project(ad.landmarks(p), c)[..., :2]
             tgt, tgt_dense = tgt[:, :68], tgt[:, 68:]
-            res = [((lmk - tgt) * sqrt_w).flatten(1)]
+            # a 68-point term of weight 0 (dense points given) adds only Jacobian rows
+            res = ([((lmk - tgt) * sqrt_w).flatten(1)] if w68 > 0 or dense_w is None
+                   else [])
             if dense_w is not None:
                 pts = orthographic_project(ad.dense(p), c)[..., :2]
                 res.append(((pts - tgt_dense) * sqrt_dw).flatten(1))
