@@ -13,11 +13,15 @@ contour (0-16) and the inner face (17-67).
 
 Methods:
   fit        ``emoca fit PHOTO -o OUT`` (the command users run); ``params.npz`` landmarks2d
+             (ICT's own 68 landmark vertices): the fit follows MediaPipe's points through
+             the dense embedding
+  fit68      ``emoca fit --landmarks 68``: the fit follows only the 68 points converted
+             from MediaPipe's (the fit before the dense embedding)
   mediapipe  MediaPipe's 478 points converted to the 68 scheme (what the fit aims at)
   dlib       dlib's HOG detector + 68-point predictor (``pip install dlib-bin
              face-recognition-models 'setuptools<81'``), the reference the issue names
 
-    .venv/bin/python benchmarks/landmarks68.py [--methods fit,mediapipe,dlib]
+    .venv/bin/python benchmarks/landmarks68.py [--methods fit,fit68,mediapipe,dlib]
 """
 
 from __future__ import annotations
@@ -99,11 +103,11 @@ def detector_points(name: str, image: np.ndarray) -> list[np.ndarray]:
         return [d.landmarks68() for d in det(image) if d.landmarks68() is not None]
 
 
-def fit_points(photo: Path, work: Path) -> list[np.ndarray]:
+def fit_points(photo: Path, work: Path, landmarks: str = "dense") -> list[np.ndarray]:
     emoca = Path(sys.executable).with_name("emoca")
-    out = work / photo.stem
-    subprocess.run([str(emoca), "fit", str(photo), "-o", str(out)], check=True,
-                   stdout=subprocess.DEVNULL)
+    out = work / f"{photo.stem}_{landmarks}"
+    subprocess.run([str(emoca), "fit", str(photo), "-o", str(out), "--landmarks", landmarks],
+                   check=True, stdout=subprocess.DEVNULL)
     return [np.load(p)["landmarks2d"].astype(np.float64)
             for p in sorted(out.glob("*/face_*/params.npz"))]
 
@@ -112,7 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "emoca" / "bench")
-    ap.add_argument("--methods", default="fit,mediapipe,dlib")
+    ap.add_argument("--methods", default="fit,fit68,mediapipe,dlib")
     args = ap.parse_args()
     from PIL import Image
 
@@ -128,6 +132,7 @@ def main() -> None:
             for m in methods:
                 try:
                     cands = (fit_points(photo, Path(tmp)) if m == "fit"
+                             else fit_points(photo, Path(tmp), "68") if m == "fit68"
                              else detector_points(m, image))
                 except ImportError as err:
                     row.append(f"n/a ({str(err).split(':')[0]})")

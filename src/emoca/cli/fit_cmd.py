@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="no emotion consistency term (and no emotion read-out)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="landmark-stage iterations (default from FitConfig)")
+    p.add_argument("--landmarks", choices=("dense", "68"), default="dense",
+                   help="dense: follow MediaPipe's points through the model's dense embedding "
+                        "(ICT-FaceKit); 68: only the 68 points converted from them")
     p.add_argument("--no-resume", action="store_true", help="redo faces already finished")
     p.add_argument("--detector", default="mediapipe", help="face detector backend")
     p.add_argument("--batch-size", type=positive_int, default=8,
@@ -39,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     summary = fit_inputs(args.inputs, args.out, face_model=args.face_model,
                          assets=args.assets, ict_dir=args.ict_dir, device=args.device,
                          emotion=not args.no_emotion, steps=args.steps,
+                         landmarks=args.landmarks,
                          detector=args.detector, batch_size=args.batch_size, chunk=args.chunk,
                          resume=not args.no_resume, progress=not args.no_progress)
     print_summary(summary, args.out)

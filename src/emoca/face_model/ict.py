@@ -57,6 +57,7 @@ __all__ = [
     "ICTFaceModelOutput",
     "ICTModelData",
     "N_VERTICES",
+    "PointBasis",
     "REGIONS",
     "axis_angle_to_matrix",
     "expression_weights",
@@ -131,6 +132,42 @@ def subset_mesh(
 # --------------------------------------------------------------------------------------
 # The module
 # --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PointBasis:
+    """ICT-FaceKit restricted to K points (see :meth:`ICTFaceModel.point_basis`).
+
+    Attributes:
+        neutral: (K, 3) the points on the mean face, cm.
+        identity: (n_id, K*3) and expression: (n_exp, K*3) their rows of the bases.
+    """
+
+    neutral: Tensor
+    identity: Tensor
+    expression: Tensor
+
+    def __call__(self, identity: Tensor | None = None, expression: Tensor | None = None,
+                 rotation: Tensor | None = None, translation: Tensor | None = None,
+                 scale: Tensor | None = None) -> Tensor:
+        """(B, K, 3) the posed points; arguments as :meth:`ICTFaceModel.forward`."""
+        given = [t for t in (identity, expression, rotation, translation, scale)
+                 if t is not None]
+        b = given[0].shape[0] if given else 1
+        pts = self.neutral.expand(b, -1, -1)
+        off = pts.new_zeros(b, self.neutral.numel())
+        if identity is not None and self.identity.shape[0]:
+            off = off + identity.to(pts.dtype) @ self.identity
+        if expression is not None and self.expression.shape[0]:
+            off = off + expression.to(pts.dtype) @ self.expression
+        pts = pts + off.view(b, -1, 3)
+        if rotation is not None:
+            pts = pts @ axis_angle_to_matrix(rotation.to(pts.dtype)).transpose(1, 2)
+        if scale is not None:
+            pts = pts * scale.to(pts.dtype)[:, None, :]
+        if translation is not None:
+            pts = pts + translation.to(pts.dtype)[:, None, :]
+        return pts
 
 
 class ICTFaceModel(nn.Module):
@@ -413,24 +450,43 @@ class ICTFaceModel(nn.Module):
         The model is linear, so slicing the bases first is exact and ~100x cheaper than
         evaluating the whole mesh (the fitter calls this in every Levenberg-Marquardt step).
         """
-        b = self._batch({"identity": identity, "expression": expression, "rotation": rotation,
-                         "translation": translation, "scale": scale})
-        idx = self.landmark_indices
-        cols = (idx[:, None] * 3 + torch.arange(3, device=idx.device)).reshape(-1)
-        pts = self.neutral[idx].expand(b, -1, -1)
-        off = pts.new_zeros(b, cols.numel())
-        if identity is not None and self.n_identity:
-            off = off + identity.to(pts.dtype) @ self.identity_basis[:, cols]
-        if expression is not None and self.n_expression:
-            off = off + expression.to(pts.dtype) @ self.expression_basis[:, cols]
-        pts = pts + off.view(b, -1, 3)
-        if rotation is not None:
-            pts = pts @ axis_angle_to_matrix(rotation.to(pts.dtype)).transpose(1, 2)
-        if scale is not None:
-            pts = pts * scale.to(pts.dtype)[:, None, :]
-        if translation is not None:
-            pts = pts + translation.to(pts.dtype)[:, None, :]
-        return pts
+        return self.vertices_at(self.landmark_indices, identity=identity,
+                                expression=expression, rotation=rotation,
+                                translation=translation, scale=scale)
+
+    def vertices_at(self, idx: Tensor, identity: Tensor | None = None,
+                    expression: Tensor | None = None, rotation: Tensor | None = None,
+                    translation: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
+        """(B, N, 3) the forward's ``vertices[:, idx]`` for (N,) vertex indices (of this
+        region), from those rows of the bases only (exact: the model is linear)."""
+        idx = idx.to(self.neutral.device)
+        return self.point_basis(idx[:, None])(identity=identity, expression=expression,
+                                             rotation=rotation, translation=translation,
+                                             scale=scale)
+
+    def point_basis(self, vertex_ids: Tensor, weights: Tensor | None = None) -> PointBasis:
+        """The model restricted to K surface points, each a weighted sum of vertices.
+
+        Args:
+            vertex_ids: (K, m) vertex indices of this region (m = 1: vertices; 3: points on
+                triangles).
+            weights: (K, m) weights (barycentrics), default all ones.
+        Returns:
+            :class:`PointBasis`: evaluating it equals the weighted sums of the forward's
+            vertices, at the cost of K points (the model is linear in its weights).
+        """
+        ids = torch.as_tensor(vertex_ids, device=self.neutral.device).long()
+        w = (torch.ones(ids.shape, device=ids.device) if weights is None
+             else torch.as_tensor(weights, device=ids.device))
+        w = w.to(self.neutral.dtype)
+
+        def combine(rows: Tensor) -> Tensor:  # (n, V*3) -> (n, K*3)
+            per = rows.view(rows.shape[0], -1, 3)[:, ids]  # (n, K, m, 3)
+            return (per * w[None, :, :, None]).sum(2).reshape(rows.shape[0], -1)
+
+        return PointBasis(neutral=combine(self.neutral.reshape(1, -1)).view(-1, 3),
+                          identity=combine(self.identity_basis),
+                          expression=combine(self.expression_basis))
 
     def extra_repr(self) -> str:
         return (

@@ -75,6 +75,12 @@ class FitConfig:
     lr_camera: float = 0.003
     w_landmarks: float = 1.0
     w_contour: float = 1.0
+    # MediaPipe's points through the dense embedding (ICT only; fit(mediapipe=...)): their
+    # weight, the face-oval points' share (they trace the 2D outline, not surface points),
+    # and what is left of the 68-point term when they are given
+    w_dense: float = 1.0
+    w_dense_contour: float = 0.1
+    w_landmarks_with_dense: float = 0.0
     w_eye: float = 0.5
     w_lip: float = 0.5
     w_corner: float = 0.5
@@ -152,6 +158,8 @@ class _Adapter:
         self.identity_name, self.pose_name = model.identity_param, model.pose_param
         self.bounds: tuple[float, float] | None = model.expression_bounds
         self.full_identity = sizes[self.identity_name]
+        self._lmk_basis = (model.point_basis(model.landmark_indices[:, None])
+                           if hasattr(model, "point_basis") else None)
         self.free = {self.identity_name: min(n_identity, self.full_identity),
                      "expression": sizes["expression"],
                      self.pose_name: sizes[self.pose_name]}
@@ -172,7 +180,21 @@ class _Adapter:
 
     def landmarks(self, free: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B,68,3) model landmarks, evaluating only the vertices they need."""
+        if self._lmk_basis is not None:  # ICT: the 68 rows of the bases, sliced once
+            return self._lmk_basis(**self.model_params(free))
         return self.model.landmarks_only(**self.model_params(free))
+
+    def use_embedding(self, embedding) -> None:
+        """Evaluate ``embedding``'s (K) surface points in :meth:`dense`."""
+        ids = torch.as_tensor(embedding.vertex_ids)
+        if int(ids.max()) >= self.model.num_vertices:
+            raise ValueError("the dense embedding uses vertices outside the fitted region")
+        # the points are linear in the vertices: their own (K-point) bases, built once
+        self._dense_basis = self.model.point_basis(ids, torch.as_tensor(embedding.bary))
+
+    def dense(self, free: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,K,3) the embedded MediaPipe points."""
+        return self._dense_basis(**self.model_params(free))
 
     def expression_prior_scale(self, cfg: FitConfig) -> torch.Tensor:
         """(n_exp,) prior multiplier per expression mode (ICT: weak shapes stronger)."""
@@ -273,6 +295,13 @@ class Fitter:
         self.model = face_model
         self.cfg = config or FitConfig()
         self.adapter = _Adapter(face_model, self.cfg.n_identity)
+        # MediaPipe's points on the model's surface (ICT ships one); None: 68 points only
+        self.embedding = None
+        if self.cfg.w_dense > 0 and hasattr(face_model, "point_basis"):
+            from emoca.face_model.mediapipe_embedding import MediaPipeEmbedding
+
+            self.embedding = MediaPipeEmbedding.load()
+            self.adapter.use_embedding(self.embedding)
         self.emotion_net = emotion_net
         if emotion_net is not None:
             emotion_net.eval().requires_grad_(False)
@@ -317,12 +346,20 @@ class Fitter:
         return verts, images, alpha, (pix[:, 3:] > 0.5).to(verts.dtype) * alpha * front
 
     def _solve_landmarks(self, cam: torch.Tensor, free: dict[str, torch.Tensor],
-                         target: torch.Tensor, lmk_w: torch.Tensor):
-        """Rigid, then full, Levenberg-Marquardt on the landmark terms; per face."""
+                         target: torch.Tensor, lmk_w: torch.Tensor,
+                         dense_w: torch.Tensor | None = None):
+        """Rigid, then full, Levenberg-Marquardt on the landmark terms; per face.
+
+        ``target`` is (B,68,2), or (B,68+K,2) with the K dense targets after the 68 when
+        ``dense_w`` (K,) weighs them.
+        """
         cfg, ad = self.cfg, self.adapter
         names = [ad.identity_name, "expression", ad.pose_name]
         sizes = [free[n].shape[1] for n in names]
-        sqrt_w = (lmk_w / lmk_w.sum()).sqrt()[None, :, None] * cfg.w_landmarks ** 0.5
+        w68 = self._w68(dense_w)
+        sqrt_w = (lmk_w / lmk_w.sum()).sqrt()[None, :, None] * w68 ** 0.5
+        if dense_w is not None:
+            sqrt_dw = (dense_w / dense_w.sum()).sqrt()[None, :, None] * cfg.w_dense ** 0.5
         pair_w = torch.tensor([cfg.w_eye] * 4 + [cfg.w_lip] * 3 + [cfg.w_corner] * 2,
                               device=target.device).sqrt() / 3.0
         exp_prior = (cfg.w_expression_prior * ad.expression_prior_scale(cfg)).sqrt().to(target)
@@ -335,7 +372,13 @@ class Fitter:
         def residuals(theta: torch.Tensor, tgt: torch.Tensor, rigid: bool) -> torch.Tensor:
             c, p = unpack(theta)
             lmk = orthographic_project(ad.landmarks(p), c)[..., :2]
-            res = [((lmk - tgt) * sqrt_w).flatten(1)]
+            tgt, tgt_dense = tgt[:, :68], tgt[:, 68:]
+            # a 68-point term of weight 0 (dense points given) adds only Jacobian rows
+            res = ([((lmk - tgt) * sqrt_w).flatten(1)] if w68 > 0 or dense_w is None
+                   else [])
+            if dense_w is not None:
+                pts = orthographic_project(ad.dense(p), c)[..., :2]
+                res.append(((pts - tgt_dense) * sqrt_dw).flatten(1))
             if not rigid:
                 res.append(_pair_distance_residuals(lmk, tgt) * pair_w)
                 res.append(cfg.w_identity_prior ** 0.5 * p[ad.identity_name])
@@ -371,10 +414,20 @@ class Fitter:
         ident = p.pop(ad.identity_name).contiguous()
         return c.contiguous(), ident, {k: v.contiguous() for k, v in p.items()}
 
+    def _w68(self, dense_w: torch.Tensor | None) -> float:
+        """Weight of the 68-point term: less (or none) when the dense points are fitted."""
+        cfg = self.cfg
+        return cfg.w_landmarks if dense_w is None else cfg.w_landmarks_with_dense
+
     def fit(self, crops: torch.Tensor, landmarks: torch.Tensor, *, sequence: bool = False,
+            mediapipe: torch.Tensor | None = None,
             callback: Callable[[str, int, dict[str, float]], None] | None = None) -> FitResult:
         """Fit to (B,3,S,S) crops with (B,68,2) landmarks in crop pixels.
 
+        ``mediapipe``: (B,478,2) (or 468) MediaPipe face-mesh points in crop pixels; with a
+        dense embedding (ICT) the fit follows them directly (``w_dense``), the 68 points
+        then only weigh ``w_landmarks_with_dense`` (EMOCA's eye, lip and corner distances
+        stay on the 68).
         With ``sequence=True`` the B crops are frames of one person: one identity is shared
         and consecutive frames' parameters are pulled together (``w_temporal``).
         """
@@ -382,6 +435,12 @@ class Fitter:
         dev = crops.device
         b, _, size, _ = crops.shape
         target = pixels_to_ndc(landmarks.to(crops.dtype), size)  # centres at integers
+        dense_w = None
+        if mediapipe is not None and self.embedding is not None:
+            dense_t = pixels_to_ndc(self.embedding.select(mediapipe.to(crops.dtype)), size)
+            target = torch.cat([target, dense_t], dim=1)
+            dense_w = torch.where(torch.as_tensor(self.embedding.contour, device=dev),
+                                  cfg.w_dense_contour, 1.0).to(crops.dtype)
         small = F.interpolate(crops, size=(cfg.render_size,) * 2, mode="bilinear",
                               antialias=True, align_corners=False)
         init = ad.init(b, dev)
@@ -392,7 +451,7 @@ class Fitter:
             return {ad.identity_name: ident.expand(b, -1) if sequence else ident, **per_frame}
 
         with torch.no_grad():
-            cam = _init_camera(ad.landmarks(free()), target)
+            cam = _init_camera(ad.landmarks(free()), target[:, :68])
         light = torch.zeros(b, 9, 1 if cfg.grey_light else 3, device=dev)
         light[:, 0] = 3.0  # ambient only: shading ~0.85 everywhere to start
 
@@ -407,16 +466,22 @@ class Fitter:
             with torch.no_grad():
                 photo_feat = self.emotion_net(small).feature
 
-        def geometry_terms(lmk3d: torch.Tensor, rigid: bool, boost: float = 1.0
-                           ) -> dict[str, torch.Tensor]:
-            lmk = orthographic_project(lmk3d, cam)[..., :2]
-            sq = ((lmk - target) ** 2).sum(-1)
-            terms = {"landmarks": boost * cfg.w_landmarks * (sq * lmk_w).sum(1).mean()
-                     / lmk_w.sum()}
+        w68 = self._w68(dense_w)
+
+        def geometry_terms(rigid: bool, boost: float = 1.0) -> dict[str, torch.Tensor]:
+            lmk = orthographic_project(ad.landmarks(free()), cam)[..., :2]
+            t68 = target[:, :68]
+            sq = ((lmk - t68) ** 2).sum(-1)
+            terms = {"landmarks": boost * w68 * (sq * lmk_w).sum(1).mean() / lmk_w.sum()}
+            if dense_w is not None:
+                pts = orthographic_project(ad.dense(free()), cam)[..., :2]
+                sq = ((pts - target[:, 68:]) ** 2).sum(-1)
+                terms["dense"] = (boost * cfg.w_dense * (sq * dense_w).sum(1).mean()
+                                  / dense_w.sum())
             if not rigid:
-                terms["eye"] = cfg.w_eye * eye_closure_loss(lmk, target) ** 2
-                terms["lip"] = cfg.w_lip * lip_closure_loss(lmk, target) ** 2
-                terms["corner"] = cfg.w_corner * mouth_corner_loss(lmk, target) ** 2
+                terms["eye"] = cfg.w_eye * eye_closure_loss(lmk, t68) ** 2
+                terms["lip"] = cfg.w_lip * lip_closure_loss(lmk, t68) ** 2
+                terms["corner"] = cfg.w_corner * mouth_corner_loss(lmk, t68) ** 2
                 terms["prior"] = ad.prior(free(), cfg)
                 if sequence and b > 1:
                     smooth = [(v[1:] - v[:-1]).pow(2).sum(1).mean() for v in per_frame.values()]
@@ -426,7 +491,7 @@ class Fitter:
         if cfg.solver == "lm":
             # independent faces: solve the landmark stages as nonlinear least squares
             with torch.no_grad():
-                cam, ident_lm, pf = self._solve_landmarks(cam, free(), target, lmk_w)
+                cam, ident_lm, pf = self._solve_landmarks(cam, free(), target, lmk_w, dense_w)
             if sequence:  # start the joint refinement from the frames' mean identity
                 ident = ident_lm.mean(0, keepdim=True)
             else:
@@ -467,8 +532,7 @@ class Fitter:
                 if stage == "appearance":
                     _, images, _, skin = self._render(free(), cam, lights(), albedo, small)
                     # photo and emotion terms may move the expression, not the landmarks
-                    terms = geometry_terms(ad.landmarks(free()), rigid=False,
-                                           boost=cfg.appearance_landmark_boost)
+                    terms = geometry_terms(rigid=False, boost=cfg.appearance_landmark_boost)
                     diff = (images - small).abs().sum(1, keepdim=True) * skin
                     terms["photometric"] = (cfg.w_photometric * diff.sum()
                                             / skin.sum().clamp(min=1.0))
@@ -478,7 +542,7 @@ class Fitter:
                         terms["emotion"] = cfg.w_emotion * emotion_consistency(
                             photo_feat, self.emotion_net(images).feature)
                 else:
-                    terms = geometry_terms(ad.landmarks(free()), rigid=stage == "rigid")
+                    terms = geometry_terms(rigid=stage == "rigid")
                 total = sum(terms.values())
                 total.backward()
                 opt.step()
@@ -491,7 +555,8 @@ class Fitter:
                     callback(stage, it, losses)
             for t in tensors:
                 t.requires_grad_(False)
-        return self._finish(free(), cam, lights(), albedo, crops, target, photo_feat, losses)
+        return self._finish(free(), cam, lights(), albedo, crops, target[:, :68], photo_feat,
+                            losses)
 
     @torch.no_grad()
     def _render_whole(self, free: dict[str, torch.Tensor], cam: torch.Tensor,

@@ -29,15 +29,19 @@ def levenberg_marquardt(residuals: Callable[..., torch.Tensor], theta: torch.Ten
     Returns:
         (B,P) parameters with a residual norm no larger than at the start.
     """
-    from torch.func import jacrev, vmap
+    from torch.func import jacfwd, jacrev, vmap
 
     def single(t: torch.Tensor, *d: torch.Tensor) -> torch.Tensor:
         return residuals(t[None], *(x[None] for x in d))[0]
 
-    jac = vmap(jacrev(single))
     lam = torch.full((theta.shape[0],), damping, dtype=theta.dtype, device=theta.device)
     theta = theta.detach().clone()
     r = residuals(theta, *data).detach()
+    # one pass per parameter (forward mode) or per residual (reverse mode): forward pays
+    # off once residuals clearly outnumber parameters (the fit's dense landmarks: ~1,800
+    # residuals for ~160 parameters; measured: forward 2x faster there, 2x slower for the
+    # 68 points' ~360)
+    jac = vmap(jacfwd(single) if r.shape[1] > 4 * theta.shape[1] else jacrev(single))
     cost = (r ** 2).sum(1)
     eye = torch.eye(theta.shape[1], dtype=theta.dtype, device=theta.device)
     done = torch.zeros_like(cost, dtype=torch.bool)

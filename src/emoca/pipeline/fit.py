@@ -34,9 +34,15 @@ def fit_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
                ict_dir: str | os.PathLike | None = None, device: Any = "cpu",
                emotion: bool = True, steps: int | None = None, detector: Any = "mediapipe",
                batch_size: int = 8, chunk: int = 32, resume: bool = True,
-               progress: bool = True) -> RunSummary:
+               progress: bool = True, landmarks: str = "dense") -> RunSummary:
     """Fit every face of every input (photos, folders, globs, videos); see
-    :mod:`emoca.pipeline.fit_files` for what is written."""
+    :mod:`emoca.pipeline.fit_files` for what is written.
+
+    ``landmarks``: ``"dense"`` fits MediaPipe's points through the face model's dense
+    embedding where it has one (ICT-FaceKit), ``"68"`` only the 68 points converted from them.
+    """
+    if landmarks not in ("dense", "68"):
+        raise ValueError(f"landmarks must be 'dense' or '68', got {landmarks!r}")
     from emoca.detect import create_detector
     from emoca.device import resolve_device
     from emoca.model.fitting import FitConfig, Fitter
@@ -54,6 +60,8 @@ def fit_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
     cfg = FitConfig() if emotion else FitConfig(w_emotion=0.0)
     if steps is not None:
         cfg = cfg.replace(steps_landmarks=steps)
+    if landmarks == "68":
+        cfg = cfg.replace(w_dense=0.0)
     fitter = Fitter(model, fer, cfg)
     fitter.renderer.to(device)
     det = create_detector(detector) if isinstance(detector, str) else detector

@@ -94,8 +94,13 @@ class FitProcessor:
         images = torch.stack([c.image for c in crops])
         lmk = torch.stack([torch.as_tensor(c.transform.to_crop(c.detection.landmarks68()),
                                            dtype=torch.float32) for c in crops])
+        # MediaPipe's own points too (the fit follows them through its dense embedding)
+        dense = None
+        if all(c.detection.landmarks_kind == "mediapipe478" for c in crops):
+            dense = torch.stack([torch.as_tensor(c.transform.to_crop(c.detection.landmarks),
+                                                 dtype=torch.float32) for c in crops])
         with self.timer.stage("fit", len(crops)):
-            return self.fitter.fit(images, lmk, sequence=sequence)
+            return self.fitter.fit(images, lmk, sequence=sequence, mediapipe=dense)
 
     def process(self, jobs: Sequence[FaceJob]) -> list[FitFace]:
         res = self._fit([j.crop for j in jobs])

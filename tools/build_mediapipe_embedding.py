@@ -1,0 +1,343 @@
+"""Build ``emoca/assets/data/mediapipe_ict_embedding.npz``: MediaPipe's 468 mesh points on the
+ICT-FaceKit surface (triangle + barycentric weights per point).
+
+How (everything from data the project ships; nothing licensed, no photos):
+
+1. Render ICT heads with the project's rasterizer (:mod:`emoca.render.raster`) at 512 px:
+   the whole head with eyeballs, teeth and mouth socket in ICT's part colours
+   (:mod:`emoca.face_model.ict_parts`), skin in one skin tone, brows and lips painted
+   around ICT's own 68 landmark vertices (brow and outer-lip lines of the neutral head),
+   second-order SH light (ambient + a key from the upper left) over a grey-blue background.
+   The build set: the mean identity and random identities (N(0, 0.6^2), seeded), poses
+   within yaw +-20 deg and pitch +-10 deg, neutral and a few ARKit expressions.
+2. Run MediaPipe's face mesh (the project's ``mediapipe`` detector, 478 points) on each
+   render.
+3. Back-project each of the 468 mesh points (the 10 iris points lie on the eyeballs and are
+   left out): the rasterizer's face index at the point's pixel (or, when that pixel shows an
+   eyeball, the mouth socket or the background, the nearest pixel within 6 px that shows the
+   ``face_head`` skin), then the point's barycentric coordinates inside that triangle in
+   screen space, clamped to the triangle. The surface point (3 vertex ids, weights) is
+   carried to the neutral mean head, where renders of different identities, expressions and
+   poses can be compared.
+4. Aggregate robustly: per point the coordinate-wise median over the renders of those
+   neutral-head positions, then snapped to the nearest point of the ``face_head`` surface
+   (closest triangle, barycentrics clamped). The spread (median distance of the renders'
+   positions to the result, cm) is kept as a statistic.
+5. Held-out check: renders of other identities (another seed), stronger poses (yaw 25 deg)
+   and other expressions; project the embedded points with the known parameters and compare
+   with MediaPipe's detections, in render pixels and in units of the inter-ocular distance
+   (centres of ICT's 68-landmark eyes 36-41 and 42-47). For reference, the same figure for
+   the old route (MediaPipe -> 68 conversion against ICT's own 68 landmark vertices).
+
+Run (about 2 minutes on two cores)::
+
+    PYTHONPATH=src nice -n 19 .venv/bin/python tools/build_mediapipe_embedding.py \
+        [--out src/emoca/assets/data/mediapipe_ict_embedding.npz] [--preview DIR]
+
+The result is deterministic for a given MediaPipe version (0.10.21) and ICT model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+N_MESH = 468  # MediaPipe's mesh points; 468..477 are the irises
+SIZE = 512
+SKIN, BROW, LIP = (0.85, 0.63, 0.53), (0.28, 0.2, 0.15), (0.7, 0.38, 0.38)
+SEARCH_PX = 6
+
+
+def paint(ict, neutral: np.ndarray) -> np.ndarray:
+    """(V, 3) vertex colours of the whole head: part colours, skin, brows and lips.
+
+    Brows: skin vertices within 0.45 cm (in x-y, front-facing part of the face) of the
+    polyline through ICT's 68-landmark brow vertices 17-21 / 22-26, moved 0.2 cm up;
+    lips: inside the outer-lip polygon 48-59.
+    """
+    from matplotlib.path import Path as Polygon
+
+    from emoca.face_model.ict_parts import part_base_colors, part_labels
+
+    labels = part_labels(ict.vertex_indices.cpu().numpy())
+    cols, skin = part_base_colors(neutral, labels)
+    cols[skin] = SKIN
+    lmk = neutral[ict.landmark_indices.cpu().numpy()]
+    front = skin & (neutral[:, 2] > lmk[:, 2].min() - 1.0)
+    xy = neutral[:, :2]
+    for line in (lmk[17:22], lmk[22:27]):
+        line = line[:, :2] + np.array([0.0, 0.2])
+        a, b = line[:-1], line[1:]
+        ab = b - a
+        t = np.clip(((xy[:, None] - a) * ab).sum(-1) / (ab ** 2).sum(-1), 0, 1)
+        d = np.linalg.norm(xy[:, None] - (a + t[..., None] * ab), axis=-1).min(1)
+        cols[front & (d < 0.45)] = BROW
+    inside = Polygon(lmk[48:60, :2]).contains_points(xy)
+    cols[front & inside] = LIP
+    return cols
+
+
+class Scene:
+    """The whole ICT head, its paint, and a renderer for known parameters."""
+
+    def __init__(self) -> None:
+        from emoca.face_model.ict import REGIONS, ICTFaceModel
+
+        self.ict = ICTFaceModel.default(region="whole_head")
+        self.neutral = self.ict.neutral.cpu().numpy()
+        self.colors = torch.from_numpy(paint(self.ict, self.neutral)).float()
+        faces = self.ict.faces.cpu().numpy()
+        self.faces_np = faces
+        # faces the embedding may use: the fit's face_head region
+        self.allowed = (faces < REGIONS["face_head"][1]).all(1)
+
+    def params(self, ident: np.ndarray | None, arkit: dict[str, float], yaw: float,
+               pitch: float, roll: float = 0.0) -> dict[str, torch.Tensor]:
+        from emoca.face_model.arkit import ARKIT_NAMES, arkit_to_ict
+
+        a = np.zeros((1, 52), np.float32)
+        for k, v in arkit.items():
+            a[0, ARKIT_NAMES.index(k)] = v
+        p = {"expression": torch.from_numpy(arkit_to_ict(a, self.ict.expression_names)),
+             "rotation": torch.tensor([[np.radians(pitch), np.radians(yaw),
+                                        np.radians(roll)]], dtype=torch.float32)}
+        if ident is not None:
+            p["identity"] = torch.from_numpy(ident[None].astype(np.float32))
+        return p
+
+    @torch.no_grad()
+    def render(self, params: dict[str, torch.Tensor]):
+        """Image (S, S, 3) uint8, fragments, screen vertices (V, 3) NDC, posed vertices."""
+        from emoca.geometry import orthographic_project
+        from emoca.render.geometry import vertex_normals
+        from emoca.render.raster import deca_to_raster, interpolate, rasterize
+        from emoca.render.shading import add_sh_light
+
+        out = self.ict(**params)
+        v, lmk = out.vertices, out.landmarks68
+        width = (lmk[0, 16, :2] - lmk[0, 0, :2]).norm()
+        s = 1.0 / width  # face (jaw ends) about half the image wide
+        centre = lmk[0, :, :2].mean(0)
+        cam = torch.stack([s, -centre[0], -centre[1]])[None]
+        sv = orthographic_project(v, cam)
+        faces = self.ict.faces
+        frags = rasterize(deca_to_raster(sv), faces, SIZE, SIZE)
+        attrs = torch.cat([vertex_normals(v, faces), self.colors[None]], -1)
+        pix = interpolate(attrs, frags, faces).permute(0, 3, 1, 2)
+        light = torch.zeros(1, 9, 3)
+        light[:, 0], light[:, 1], light[:, 2], light[:, 3] = 2.5, -0.35, 0.35, 0.7
+        light[:, 7] = 0.1
+        shaded = pix[:, 3:] * add_sh_light(pix[:, :3], light) * (pix[:, 2:3] > 0)
+        alpha = frags.mask[:, None].float()
+        bg = torch.tensor([0.36, 0.40, 0.45])[None, :, None, None]
+        img = (shaded * alpha + bg * (1 - alpha))[0].clamp(0, 1)
+        img = (img.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        return img, frags, sv[0], v[0], cam
+
+
+def back_project(points: np.ndarray, face_index: np.ndarray, screen: np.ndarray,
+                 faces: np.ndarray, allowed: np.ndarray):
+    """Surface points under (N, 2) pixel positions (centres at integers).
+
+    Args:
+        face_index: (S, S) rasterizer face per pixel (-1 background); screen: (V, 3) NDC
+        vertices; faces: (F, 3); allowed: (F,) bool faces that may be used.
+    Returns:
+        tri (N, 3) vertex ids, bary (N, 3), ok (N,) bool (False: no allowed face nearby).
+    """
+    size = face_index.shape[0]
+    ok_pix = np.where(face_index >= 0, allowed[np.maximum(face_index, 0)], False)
+    r = np.arange(-SEARCH_PX, SEARCH_PX + 1)
+    dy, dx = np.meshgrid(r, r, indexing="ij")
+    order = np.argsort((dx ** 2 + dy ** 2).ravel(), kind="stable")
+    offs = np.stack([dy.ravel()[order], dx.ravel()[order]], 1)
+    offs = offs[(offs ** 2).sum(1) <= SEARCH_PX ** 2]
+    tri = np.zeros((len(points), 3), np.int64)
+    bary = np.zeros((len(points), 3), np.float64)
+    ok = np.zeros(len(points), bool)
+    ndc = (points + 0.5) * 2.0 / size - 1.0
+    for i, (x, y) in enumerate(points):
+        rc = np.array([round(y), round(x)]) + offs
+        inside = (rc >= 0).all(1) & (rc < size).all(1)
+        rc = rc[inside]
+        hit = ok_pix[rc[:, 0], rc[:, 1]]
+        if not hit.any():
+            continue
+        f = face_index[tuple(rc[np.argmax(hit)])]
+        a, b, c = screen[faces[f], :2]
+        m = np.array([[a[0] - c[0], b[0] - c[0]], [a[1] - c[1], b[1] - c[1]]])
+        try:
+            w01 = np.linalg.solve(m, ndc[i] - c)
+        except np.linalg.LinAlgError:
+            continue
+        w = np.clip(np.array([w01[0], w01[1], 1 - w01.sum()]), 0, None)
+        tri[i], bary[i], ok[i] = faces[f], w / w.sum(), True
+    return tri, bary, ok
+
+
+def closest_on_surface(p: np.ndarray, verts: np.ndarray, faces: np.ndarray):
+    """Nearest surface point to each of (N, 3) points, over triangles near it.
+
+    Projects onto each candidate triangle's plane, clamps the barycentrics to the triangle
+    and keeps the nearest result (exact inside a triangle, close at its edges).
+    Returns tri (N, 3), bary (N, 3), distance (N,).
+    """
+    cent = verts[faces].mean(1)
+    tri = np.zeros((len(p), 3), np.int64)
+    bary = np.zeros((len(p), 3))
+    dist = np.zeros(len(p))
+    for i, q in enumerate(p):
+        cand = np.argsort(np.linalg.norm(cent - q, axis=1))[:64]
+        a, b, c = (verts[faces[cand, k]] for k in range(3))
+        v0, v1, v2 = b - a, c - a, q - a
+        d00, d01, d11 = (v0 * v0).sum(1), (v0 * v1).sum(1), (v1 * v1).sum(1)
+        d20, d21 = (v2 * v0).sum(1), (v2 * v1).sum(1)
+        den = np.where(np.abs(d00 * d11 - d01 ** 2) > 1e-12, d00 * d11 - d01 ** 2, 1e-12)
+        wb, wc = (d11 * d20 - d01 * d21) / den, (d00 * d21 - d01 * d20) / den
+        w = np.clip(np.stack([1 - wb - wc, wb, wc], 1), 0, None)
+        w /= w.sum(1, keepdims=True)
+        proj = w[:, :1] * a + w[:, 1:2] * b + w[:, 2:] * c
+        d = np.linalg.norm(proj - q, axis=1)
+        j = int(np.argmin(d))
+        tri[i], bary[i], dist[i] = faces[cand[j]], w[j], d[j]
+    return tri, bary, dist
+
+
+def build_views(seed: int, held_out: bool):
+    """(identity or None, ARKit dict, yaw, pitch, roll) of the build or held-out renders."""
+    g = np.random.default_rng(seed)
+    if not held_out:
+        exprs = [{}, {"mouthSmileLeft": 0.7, "mouthSmileRight": 0.7}, {"jawOpen": 0.35},
+                 {"browInnerUp": 0.6}, {"mouthFunnel": 0.4}]
+        poses = [(0, 0), (-20, 0), (20, 0), (0, -10), (0, 10), (-12, 6), (12, -6)]
+        idents = [None] + [g.normal(0, 0.6, 100) for _ in range(3)]
+        views = []
+        for i, ident in enumerate(idents):
+            for j, (yaw, pitch) in enumerate(poses):
+                views.append((ident, exprs[(i + j) % len(exprs)], yaw, pitch, 0.0))
+        return views
+    exprs = [{}, {"jawOpen": 0.25, "mouthSmileLeft": 0.4, "mouthSmileRight": 0.4},
+             {"eyeBlinkLeft": 0.4, "eyeBlinkRight": 0.4, "browDownLeft": 0.4},
+             {"mouthStretchLeft": 0.5, "mouthStretchRight": 0.5}]
+    views = []
+    for i, (yaw, pitch, roll) in enumerate([(25, 0, 0), (-25, 5, 0), (8, -8, 8), (-5, 12, -6),
+                                            (15, 8, 4), (-15, -5, 0)]):
+        views.append((g.normal(0, 0.8, 100), exprs[i % len(exprs)], yaw, pitch, roll))
+    return views
+
+
+def detect_all(scene: Scene, views, detector, keep: bool = False):
+    """Per view: (render tuple, 478 detections or None)."""
+    out = []
+    for view in views:
+        r = scene.render(scene.params(*view))
+        dets = detector(r[0])
+        pts = dets[0].landmarks if dets and dets[0].landmarks is not None else None
+        out.append((r if keep else (None, r[1], r[2], r[3], r[4]), pts))
+    return out
+
+
+def draw(img: np.ndarray, red: np.ndarray, green: np.ndarray, path: Path) -> None:
+    """Save ``img`` with MediaPipe's points (red) and the embedded ones (green)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(img)
+    d = ImageDraw.Draw(im)
+    for pts, col in ((red, (255, 0, 0)), (green, (0, 255, 0))):
+        for x, y in pts:
+            d.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], outline=col)
+    im.save(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1]
+                    / "src" / "emoca" / "assets" / "data" / "mediapipe_ict_embedding.npz")
+    ap.add_argument("--preview", type=Path, default=None,
+                    help="folder for held-out renders with both point sets drawn")
+    args = ap.parse_args()
+    from emoca.detect import create_detector
+    from emoca.face_model.mediapipe_embedding import MEDIAPIPE_FACE_OVAL, MediaPipeEmbedding
+    from emoca.geometry import ndc_to_pixels
+
+    torch.manual_seed(0)
+    scene = Scene()
+    faces = scene.faces_np
+    with create_detector("mediapipe") as det:
+        built = detect_all(scene, build_views(0, False), det)
+        held = detect_all(scene, build_views(1, True), det, keep=True)
+
+    # 3. back-project every build render, carried to the neutral mean head
+    canon = []
+    for (_, frags, sv, _, _), pts in built:
+        if pts is None:
+            continue
+        tri, bary, ok = back_project(pts[:N_MESH], frags.face_index[0].numpy(),
+                                     sv.numpy(), faces, scene.allowed)
+        q = (scene.neutral[tri] * bary[..., None]).sum(1)
+        q[~ok] = np.nan
+        canon.append(q)
+    canon = np.stack(canon)  # (R, 468, 3)
+    # 4. robust aggregation + snap to the face_head surface
+    med = np.nanmedian(canon, axis=0)
+    good = np.isfinite(med).all(1)
+    keep_faces = faces[scene.allowed]
+    tri, bary, snap = closest_on_surface(med[good], scene.neutral, keep_faces)
+    spread = np.nanmedian(np.linalg.norm(canon[:, good] - med[good], axis=-1), axis=0)
+    idx = np.nonzero(good)[0]
+    emb = MediaPipeEmbedding(vertex_ids=tri, bary=bary.astype(np.float32),
+                             mediapipe_indices=idx,
+                             contour=np.isin(idx, MEDIAPIPE_FACE_OVAL))
+
+    # 5. held-out reprojection error
+    from emoca.detect.landmarks import mediapipe_to_ibug68
+
+    errs, errs68, iods = [], [], []
+    if args.preview is not None:
+        args.preview.mkdir(parents=True, exist_ok=True)
+    for k, ((img, _, _, verts, cam), pts) in enumerate(held):
+        if pts is None:
+            continue
+        from emoca.geometry import orthographic_project
+
+        proj = orthographic_project(emb.points(verts[None]), cam)[0, :, :2]
+        px = ndc_to_pixels(proj, SIZE).numpy()
+        lmk = orthographic_project(verts[None, scene.ict.landmark_indices], cam)[0, :, :2]
+        lmk_px = ndc_to_pixels(lmk, SIZE).numpy()
+        iod = np.linalg.norm(lmk_px[36:42].mean(0) - lmk_px[42:48].mean(0))
+        errs.append(np.linalg.norm(px - emb.select(pts), axis=1))
+        errs68.append(np.linalg.norm(mediapipe_to_ibug68(pts) - lmk_px, axis=1))
+        iods.append(iod)
+        if args.preview is not None:
+            draw(img, emb.select(pts), px, args.preview / f"held_out_{k}.png")
+    e, e68, iod = np.stack(errs), np.stack(errs68), np.array(iods)[:, None]
+    c = emb.contour
+    stats = {
+        "stats_build_renders": np.int64(len(canon)),
+        "stats_heldout_renders": np.int64(len(e)),
+        "stats_spread_cm_median": np.float32(np.median(spread)),
+        "stats_snap_cm_max": np.float32(snap.max()),
+        "stats_heldout_px_inner": np.float32(e[:, ~c].mean()),
+        "stats_heldout_px_contour": np.float32(e[:, c].mean()),
+        "stats_heldout_iod_inner": np.float32((e / iod)[:, ~c].mean()),
+        "stats_heldout_iod_contour": np.float32((e / iod)[:, c].mean()),
+        "stats_heldout_iod_all": np.float32((e / iod).mean()),
+        "stats_heldout_iod_68conversion": np.float32((e68 / iod).mean()),
+        "stats_render_size_px": np.int64(SIZE),
+    }
+    np.savez_compressed(args.out, vertex_ids=emb.vertex_ids, bary=emb.bary,
+                        mediapipe_indices=emb.mediapipe_indices, contour=emb.contour, **stats)
+    print(f"wrote {args.out}: {len(emb)} points ({int(c.sum())} face-oval)")
+    for k, v in stats.items():
+        print(f"  {k}: {float(v):.4g}")
+    print(f"  held-out IOD (render px): {iod.ravel().round(1).tolist()}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    main()
