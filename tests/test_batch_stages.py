@@ -28,7 +28,7 @@ def _job(frame: int) -> Any:
     crop = SimpleNamespace(image=torch.zeros(3, 224, 224),
                            detection=SimpleNamespace(score=0.9, box=np.array([0, 0, 10, 10.0])),
                            transform=SimpleNamespace(image_to_crop=np.eye(3)))
-    return SimpleNamespace(crop=crop, frame=frame, time=frame / 25, track_id=0)
+    return SimpleNamespace(crop=crop, frame=frame, time=frame / 25, track_id=0, face_index=0)
 
 
 class _BrokenVideo(Decoder):
