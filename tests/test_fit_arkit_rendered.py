@@ -19,6 +19,10 @@ Asserted: the mean |ARKit weight error| over all 52 weights of all 6 faces <= 0.
 ``xfail(strict=True)`` with the measured figures; a weaker floor (on average >= 2 of the
 true 5 in the fitted top 5) guards against regressions meanwhile.
 
+Caution: with 5 of 52 weights at 0.3-0.9, answering all zeros already scores a mean
+|error| of 0.055 here, under 0.1; the fit (0.079) does worse than that. So the 0.1 bound
+alone says little, and "the fit beats the all-zero answer" is a further ``xfail``.
+
 Seeds: other than the tuning benchmark's (``benchmarks/fit_synthetic_renders.py``, 7) and
 the embedding build's (0, 1).
 """
@@ -106,6 +110,7 @@ def fit_and_score(tmp: Path, n: int = N_FACES, seed: int = SEED) -> dict[str, np
     return {"err": err, "top5_hits": np.array([len(a & b) for a, b in zip(true5, top5,
                                                                            strict=True)]),
             "in_top7": np.array([a <= b for a, b in zip(true5, top7, strict=True)]),
+            "zero_err": truth.mean(1),  # the all-zero answer's mean |error| per face
             "truth": truth, "got": got}
 
 
@@ -137,3 +142,13 @@ def test_strongest_5_shapes_recovered(scored):
     # the issue's second criterion, strictly: on every face the fitted top 5 ARKit shapes
     # are exactly the true 5 active ones
     assert (scored["top5_hits"] == N_ACTIVE).all(), scored["top5_hits"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured (seed 20261202, 6 faces): fit mean |ARKit error| 0.079 vs 0.055 for answering "
+    "all zeros (seed 4242, 8 faces: 0.083 vs 0.057): weight spread over shapes not posed "
+    "(mouthLowerDown, mouthUpperUp, eyeSquint, eyeWide) and the posed ones ~half size"))
+def test_fit_beats_the_all_zero_answer(scored):
+    # the 0.1 bound means something only if the fit does better than knowing nothing
+    assert scored["err"].mean() < scored["zero_err"].mean(), (
+        scored["err"].mean(), scored["zero_err"].mean())
