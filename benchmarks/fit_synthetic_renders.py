@@ -1,8 +1,8 @@
 """The open fit on synthetic renders with a known answer: dense MediaPipe points vs the 68.
 
 Renders ICT-FaceKit heads of known identity, expression and pose with the embedding build's
-renderer (``tools/build_mediapipe_embedding.py``: painted brows and lips, SH light; other
-seeds than the build's), runs the MediaPipe detector and the fit exactly as ``emoca fit``
+renderer (:mod:`emoca.render.synthetic_face`: painted brows and lips, the build's SH light;
+other seeds than the build's), runs the MediaPipe detector and the fit exactly as ``emoca fit``
 does (crop from the detection, then ``Fitter.fit``), and compares the fit's 68 landmarks
 (ICT's own 68 vertices) with the true ones' projection (error / inter-ocular distance, jaw
 0-16 and inner 17-67) and its ARKit weights with the true ones (mean |error|).
@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from _common import print_reproduce, print_table  # noqa: E402
 
 
@@ -44,16 +43,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from build_mediapipe_embedding import Scene
-
     from emoca.detect import create_detector
     from emoca.detect.crop import crops_from_image
     from emoca.face_model.arkit import ARKIT_NAMES, ict_to_arkit
     from emoca.face_model.ict import ICTFaceModel
     from emoca.geometry import ndc_to_pixels, orthographic_project
     from emoca.model.fitting import FitConfig, Fitter
+    from emoca.render.synthetic_face import SyntheticFaceRenderer
 
-    scene = Scene()
+    scene = SyntheticFaceRenderer(512)
     ict = ICTFaceModel.default()
     configs = {"dense": FitConfig(), "68 only": FitConfig(w_dense=0.0)}
     fitters = {k: Fitter(ict, None, c) for k, c in configs.items()}
@@ -61,7 +59,8 @@ def main() -> None:
     with create_detector("mediapipe") as det:
         for view in views(args.n, args.seed):
             params = scene.params(*view)
-            img, _, _, verts, cam = scene.render(params)
+            r = scene.render(params)
+            img, verts, cam = r.image, r.vertices, r.cam
             crops = crops_from_image(img, det)
             if not crops or crops[0].detection.landmarks is None:
                 continue

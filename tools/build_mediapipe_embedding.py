@@ -3,7 +3,7 @@ ICT-FaceKit surface (triangle + barycentric weights per point).
 
 How (everything from data the project ships; nothing licensed, no photos):
 
-1. Render ICT heads with the project's rasterizer (:mod:`emoca.render.raster`) at 512 px:
+1. Render ICT heads with :mod:`emoca.render.synthetic_face` (the project's rasterizer) at 512 px:
    the whole head with eyeballs, teeth and mouth socket in ICT's part colours
    (:mod:`emoca.face_model.ict_parts`), skin in one skin tone, brows and lips painted
    around ICT's own 68 landmark vertices (brow and outer-lip lines of the neutral head),
@@ -48,95 +48,7 @@ import torch
 
 N_MESH = 468  # MediaPipe's mesh points; 468..477 are the irises
 SIZE = 512
-SKIN, BROW, LIP = (0.85, 0.63, 0.53), (0.28, 0.2, 0.15), (0.7, 0.38, 0.38)
 SEARCH_PX = 6
-
-
-def paint(ict, neutral: np.ndarray) -> np.ndarray:
-    """(V, 3) vertex colours of the whole head: part colours, skin, brows and lips.
-
-    Brows: skin vertices within 0.45 cm (in x-y, front-facing part of the face) of the
-    polyline through ICT's 68-landmark brow vertices 17-21 / 22-26, moved 0.2 cm up;
-    lips: inside the outer-lip polygon 48-59.
-    """
-    from matplotlib.path import Path as Polygon
-
-    from emoca.face_model.ict_parts import part_base_colors, part_labels
-
-    labels = part_labels(ict.vertex_indices.cpu().numpy())
-    cols, skin = part_base_colors(neutral, labels)
-    cols[skin] = SKIN
-    lmk = neutral[ict.landmark_indices.cpu().numpy()]
-    front = skin & (neutral[:, 2] > lmk[:, 2].min() - 1.0)
-    xy = neutral[:, :2]
-    for line in (lmk[17:22], lmk[22:27]):
-        line = line[:, :2] + np.array([0.0, 0.2])
-        a, b = line[:-1], line[1:]
-        ab = b - a
-        t = np.clip(((xy[:, None] - a) * ab).sum(-1) / (ab ** 2).sum(-1), 0, 1)
-        d = np.linalg.norm(xy[:, None] - (a + t[..., None] * ab), axis=-1).min(1)
-        cols[front & (d < 0.45)] = BROW
-    inside = Polygon(lmk[48:60, :2]).contains_points(xy)
-    cols[front & inside] = LIP
-    return cols
-
-
-class Scene:
-    """The whole ICT head, its paint, and a renderer for known parameters."""
-
-    def __init__(self) -> None:
-        from emoca.face_model.ict import REGIONS, ICTFaceModel
-
-        self.ict = ICTFaceModel.default(region="whole_head")
-        self.neutral = self.ict.neutral.cpu().numpy()
-        self.colors = torch.from_numpy(paint(self.ict, self.neutral)).float()
-        faces = self.ict.faces.cpu().numpy()
-        self.faces_np = faces
-        # faces the embedding may use: the fit's face_head region
-        self.allowed = (faces < REGIONS["face_head"][1]).all(1)
-
-    def params(self, ident: np.ndarray | None, arkit: dict[str, float], yaw: float,
-               pitch: float, roll: float = 0.0) -> dict[str, torch.Tensor]:
-        from emoca.face_model.arkit import ARKIT_NAMES, arkit_to_ict
-
-        a = np.zeros((1, 52), np.float32)
-        for k, v in arkit.items():
-            a[0, ARKIT_NAMES.index(k)] = v
-        p = {"expression": torch.from_numpy(arkit_to_ict(a, self.ict.expression_names)),
-             "rotation": torch.tensor([[np.radians(pitch), np.radians(yaw),
-                                        np.radians(roll)]], dtype=torch.float32)}
-        if ident is not None:
-            p["identity"] = torch.from_numpy(ident[None].astype(np.float32))
-        return p
-
-    @torch.no_grad()
-    def render(self, params: dict[str, torch.Tensor]):
-        """Image (S, S, 3) uint8, fragments, screen vertices (V, 3) NDC, posed vertices."""
-        from emoca.geometry import orthographic_project
-        from emoca.render.geometry import vertex_normals
-        from emoca.render.raster import deca_to_raster, interpolate, rasterize
-        from emoca.render.shading import add_sh_light
-
-        out = self.ict(**params)
-        v, lmk = out.vertices, out.landmarks68
-        width = (lmk[0, 16, :2] - lmk[0, 0, :2]).norm()
-        s = 1.0 / width  # face (jaw ends) about half the image wide
-        centre = lmk[0, :, :2].mean(0)
-        cam = torch.stack([s, -centre[0], -centre[1]])[None]
-        sv = orthographic_project(v, cam)
-        faces = self.ict.faces
-        frags = rasterize(deca_to_raster(sv), faces, SIZE, SIZE)
-        attrs = torch.cat([vertex_normals(v, faces), self.colors[None]], -1)
-        pix = interpolate(attrs, frags, faces).permute(0, 3, 1, 2)
-        light = torch.zeros(1, 9, 3)
-        light[:, 0], light[:, 1], light[:, 2], light[:, 3] = 2.5, -0.35, 0.35, 0.7
-        light[:, 7] = 0.1
-        shaded = pix[:, 3:] * add_sh_light(pix[:, :3], light) * (pix[:, 2:3] > 0)
-        alpha = frags.mask[:, None].float()
-        bg = torch.tensor([0.36, 0.40, 0.45])[None, :, None, None]
-        img = (shaded * alpha + bg * (1 - alpha))[0].clamp(0, 1)
-        img = (img.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-        return img, frags, sv[0], v[0], cam
 
 
 def back_project(points: np.ndarray, face_index: np.ndarray, screen: np.ndarray,
@@ -230,11 +142,12 @@ def build_views(seed: int, held_out: bool):
     return views
 
 
-def detect_all(scene: Scene, views, detector, keep: bool = False):
+def detect_all(scene, views, detector, keep: bool = False):
     """Per view: (render tuple, 478 detections or None)."""
     out = []
     for view in views:
-        r = scene.render(scene.params(*view))
+        f = scene.render(scene.params(*view))
+        r = (f.image, f.fragments, f.screen, f.vertices, f.cam)
         dets = detector(r[0])
         pts = dets[0].landmarks if dets and dets[0].landmarks is not None else None
         out.append((r if keep else (None, r[1], r[2], r[3], r[4]), pts))
@@ -264,9 +177,10 @@ def main() -> None:
     from emoca.detect import create_detector
     from emoca.face_model.mediapipe_embedding import MEDIAPIPE_FACE_OVAL, MediaPipeEmbedding
     from emoca.geometry import ndc_to_pixels
+    from emoca.render.synthetic_face import SyntheticFaceRenderer
 
     torch.manual_seed(0)
-    scene = Scene()
+    scene = SyntheticFaceRenderer(SIZE)
     faces = scene.faces_np
     with create_detector("mediapipe") as det:
         built = detect_all(scene, build_views(0, False), det)

@@ -1,0 +1,154 @@
+"""``emoca fit`` recovers known ARKit weights from rendered images of ICT heads.
+
+The issue: "Test on synthetic renders of known ARKit weights under random identity, pose
+and light: mean absolute weight error <= 0.1, and the strongest 5 shapes recovered."
+
+Truth is independent of the fit: ICT-FaceKit heads rendered by
+:mod:`emoca.render.synthetic_face` (the MediaPipe embedding build's renderer) with random
+ICT identity coefficients, head pose (yaw +-25 deg, pitch +-10, roll +-8), SH light (key
+direction within ~55 deg of the camera axis, strength, ambient and an RGB tint) and
+background, and 5 active ARKit shapes per face (weights 0.3-0.9, Apple's names) drawn from
+shapes MediaPipe's points can see, no antagonists on one side at once. The PNGs go
+through :func:`emoca.pipeline.fit.fit_inputs`, the library call behind ``emoca fit``
+(MediaPipe detection, crop, dense + 68-point fit, FER emotion term, files written), and the
+ARKit weights are read back from each face's ``params.json``.
+
+Asserted: the mean |ARKit weight error| over all 52 weights of all 6 faces <= 0.1
+(measured 0.079; per face 0.056-0.1002). The issue's "strongest 5 recovered", read strictly
+(on every face the fitted top 5 are the true 5 active shapes), fails today and is an
+``xfail(strict=True)`` with the measured figures; a weaker floor (on average >= 2 of the
+true 5 in the fitted top 5) guards against regressions meanwhile.
+
+Caution: with 5 of 52 weights at 0.3-0.9, answering all zeros already scores a mean
+|error| of 0.055 here, under 0.1; the fit (0.079) does worse than that. So the 0.1 bound
+alone says little, and "the fit beats the all-zero answer" is a further ``xfail``.
+
+Seeds: other than the tuning benchmark's (``benchmarks/fit_synthetic_renders.py``, 7) and
+the embedding build's (0, 1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mediapipe")
+pytest.importorskip("matplotlib")  # the renderer's lip paint
+
+SEED = 20261202
+N_FACES = 6
+N_ACTIVE = 5
+SIZE = 384
+VISIBLE = ("mouthSmileLeft", "mouthSmileRight", "jawOpen", "browInnerUp", "browDownLeft",
+           "browDownRight", "browOuterUpLeft", "browOuterUpRight", "eyeBlinkLeft",
+           "eyeBlinkRight", "mouthFunnel", "mouthPucker", "mouthFrownLeft", "mouthFrownRight",
+           "mouthStretchLeft", "mouthStretchRight")
+ANTAGONISTS = (("mouthSmileLeft", "mouthFrownLeft"), ("mouthSmileRight", "mouthFrownRight"),
+               ("browDownLeft", "browInnerUp"), ("browDownRight", "browInnerUp"),
+               ("browDownLeft", "browOuterUpLeft"), ("browDownRight", "browOuterUpRight"))
+
+
+def random_face(g: np.random.Generator) -> dict:
+    """Identity, ARKit weights, pose (degrees), SH light and background of one face."""
+    from emoca.render.synthetic_face import sh_light
+
+    names = g.choice(VISIBLE, N_ACTIVE, replace=False)
+    while any(a in names and b in names for a, b in ANTAGONISTS):
+        names = g.choice(VISIBLE, N_ACTIVE, replace=False)
+    arkit = {str(k): float(g.uniform(0.3, 0.9)) for k in names}
+    az, el = np.radians(g.uniform(-50, 50)), np.radians(g.uniform(-20, 45))
+    direction = (np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el))
+    light = sh_light(direction, strength=g.uniform(0.5, 1.1), ambient=g.uniform(2.0, 3.0),
+                     colour=g.uniform(0.85, 1.1, 3), quadratic=g.uniform(-0.1, 0.15))
+    return {"identity": g.normal(0, 0.7, 100), "arkit": arkit,
+            "pose": (float(g.uniform(-25, 25)), float(g.uniform(-10, 10)),
+                     float(g.uniform(-8, 8))),
+            "light": light, "background": tuple(g.uniform(0.15, 0.7, 3))}
+
+
+def render_faces(folder: Path, n: int = N_FACES, seed: int = SEED) -> list[dict]:
+    """Write ``face_I.png`` renders of ``n`` random faces; returns their truth."""
+    from PIL import Image
+
+    from emoca.render.synthetic_face import SyntheticFaceRenderer
+
+    scene = SyntheticFaceRenderer(SIZE)
+    g = np.random.default_rng(seed)
+    faces = [random_face(g) for _ in range(n)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(faces):
+        r = scene.render(scene.params(f["identity"], f["arkit"], *f["pose"]),
+                         light=f["light"], background=f["background"])
+        Image.fromarray(r.image).save(folder / f"face_{i}.png")
+    return faces
+
+
+def fit_and_score(tmp: Path, n: int = N_FACES, seed: int = SEED) -> dict[str, np.ndarray]:
+    """Render, run ``emoca fit``'s library call, and compare with the truth per face."""
+    from emoca.face_model.arkit import ARKIT_NAMES
+    from emoca.pipeline.fit import fit_inputs
+
+    faces = render_faces(tmp / "renders", n, seed)
+    summary = fit_inputs([str(tmp / "renders")], tmp / "out", progress=False)
+    assert summary.ok
+    truth = np.zeros((n, 52))
+    got = np.full((n, 52), np.nan)
+    for i, f in enumerate(faces):
+        for k, v in f["arkit"].items():
+            truth[i, ARKIT_NAMES.index(k)] = v
+        params = tmp / "out" / f"face_{i}" / "face_0" / "params.json"
+        if params.is_file():  # else MediaPipe found no face: counted as a failure below
+            w = json.loads(params.read_text())["arkit_blendshapes"]
+            got[i] = [w[k] for k in ARKIT_NAMES]
+    err = np.abs(got - truth).mean(1)
+    true5 = [set(np.argsort(-t)[:N_ACTIVE]) for t in truth]
+    top5 = [set(np.argsort(-np.nan_to_num(w, nan=-1))[:5]) for w in got]
+    top7 = [set(np.argsort(-np.nan_to_num(w, nan=-1))[:7]) for w in got]
+    return {"err": err, "top5_hits": np.array([len(a & b) for a, b in zip(true5, top5,
+                                                                           strict=True)]),
+            "in_top7": np.array([a <= b for a, b in zip(true5, top7, strict=True)]),
+            "zero_err": truth.mean(1),  # the all-zero answer's mean |error| per face
+            "truth": truth, "got": got}
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, one_thread):
+    s = fit_and_score(tmp_path_factory.mktemp("arkit_rendered"))
+    print("\nmean |ARKit error| per face", s["err"].round(4), "true top-5 in fitted top-5",
+          s["top5_hits"], "all true 5 in fitted top 7", s["in_top7"])
+    return s
+
+
+def test_mean_abs_arkit_error(scored):
+    # the issue's "mean absolute weight error <= 0.1": over all 52 weights of all faces
+    # (every face found). Per face it is 0.096, 0.062, 0.065, 0.100, 0.056, 0.095 here:
+    # face 3 (both blinks, brows up, jaw open, frown) is 0.1002, just over 0.1 on its own
+    assert np.isfinite(scored["err"]).all()
+    assert scored["err"].mean() <= 0.1, scored["err"].round(4)
+    # not the issue's criterion, a floor against regressions: on average at least 2 of the
+    # true 5 active shapes are among the fitted top 5 (measured 2.33, see below)
+    assert scored["top5_hits"].mean() >= 2.0, scored["top5_hits"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured (seed 20261202, 6 faces, 384 px): true 5 active shapes among the fitted "
+    "top 5: 3, 3, 2, 1, 3, 2 (no face all 5); all 5 within the fitted top 7 on 0 of 6. "
+    "Smiles come out as stretch, blinks on large-eyed identities as a wider identity "
+    "eye (ICT's blink is an identity-independent delta), brows and pucker low"))
+def test_strongest_5_shapes_recovered(scored):
+    # the issue's second criterion, strictly: on every face the fitted top 5 ARKit shapes
+    # are exactly the true 5 active ones
+    assert (scored["top5_hits"] == N_ACTIVE).all(), scored["top5_hits"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured (seed 20261202, 6 faces): fit mean |ARKit error| 0.079 vs 0.055 for answering "
+    "all zeros (seed 4242, 8 faces: 0.083 vs 0.057): weight spread over shapes not posed "
+    "(mouthLowerDown, mouthUpperUp, eyeSquint, eyeWide) and the posed ones ~half size"))
+def test_fit_beats_the_all_zero_answer(scored):
+    # the 0.1 bound means something only if the fit does better than knowing nothing
+    assert scored["err"].mean() < scored["zero_err"].mean(), (
+        scored["err"].mean(), scored["zero_err"].mean())
