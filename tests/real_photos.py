@@ -143,7 +143,7 @@ RULES: dict[str, Callable[[dict[str, float]], tuple[bool, str]]] = {
 }
 
 
-def fetch(source: str, cache: Path = CACHE) -> Path:
+def fetch(source: str, cache: Path = CACHE, timeout: float = 60.0) -> Path:
     """The sdist ``source`` (a key of SDISTS), downloaded once into ``cache`` and checked by
     sha256. Raises OSError (urllib's URLError included) when it cannot be downloaded and
     ValueError when the file is not the expected one."""
@@ -152,7 +152,9 @@ def fetch(source: str, cache: Path = CACHE) -> Path:
     if not archive.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         part = archive.with_suffix(".part")
-        urllib.request.urlretrieve(sd.url, part)
+        # a timeout: behind a firewall that drops packets the download would hang for ever
+        with urllib.request.urlopen(sd.url, timeout=timeout) as r:
+            part.write_bytes(r.read())
         part.rename(archive)
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     if digest != sd.sha256:
