@@ -11,6 +11,7 @@ All photos go through :func:`emoca.pipeline.fit.fit_inputs`, the library call be
 read, each rule's figures and pass / fail, and the reproduce line.
 
     .venv/bin/python benchmarks/arkit_real_photos.py [--photos astronaut,obama] [--keep DIR]
+        [--threads 1]
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ def main() -> None:
     ap.add_argument("--photos", default=",".join(p.name for p in PHOTOS))
     ap.add_argument("--keep", type=Path, help="write the fit's output here (overlays) "
                     "instead of a temporary folder")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1, as "
+                    "the test: on a small shared CPU more stall each other)")
     args = ap.parse_args()
+    import torch
+
     from emoca.pipeline.fit import fit_inputs
+
+    torch.set_num_threads(args.threads)
 
     wanted = args.photos.split(",")
     photos = tuple(p for p in PHOTOS if p.name in wanted)
