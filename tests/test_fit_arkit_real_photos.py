@@ -34,17 +34,22 @@ TESTED = tuple(p for p in PHOTOS if p.in_test)
 # (photo, rule) -> why it fails today, with the figures measured on this commit
 FAILING = {
     ("hopper", "neutral"): (
-        "measured: max 0.43 (eyeSquintRight; eyeWideLeft 0.28, mouthSmileLeft 0.28), mean "
-        "0.053: her wrinkled lids read as a one-sided squint"),
+        "measured: max 0.43 (eyeSquintRight; eyeWideLeft 0.28, mouthSmileLeft 0.27), mean "
+        "0.054: her wrinkled lids read as a one-sided squint"),
     ("biden", "neutral"): (
-        "measured: max 0.80 (browDownLeft; browDownRight 0.00), mean 0.043: browDownLeft is "
-        "0.53-0.80 on 5 of the 7 photos whatever the expression, mostly one-sided"),
+        "measured: max 0.80 (browDownLeft; browDownRight 0.00), mean 0.044: browDownLeft is "
+        "0.40-0.80 on 6 of the 11 photos (on 5 of them no lowered brow by eye) while "
+        "browDownRight is <= 0.04 on 8: a one-sided left brow-down bias"),
     ("tongue", "open"): (
         "measured: jawOpen 0.00: MediaPipe puts the lips closed under the moustache and the "
         "chin on the tongue tip, and the fit follows its points"),
     ("tongue", "brows_up"): (
         "measured: browInnerUp 0.00, browOuterUp 0.00/0.00 on Einstein's raised, wrinkled "
-        "brows; browInnerUp is <= 0.01 on all 7 photos"),
+        "brows; browInnerUp is <= 0.01 on all 11 photos"),
+    ("surprise", "brows_up"): (
+        "measured: browInnerUp 0.00, browOuterUp 0.00/0.07 on brows raised high; ICT's "
+        "browInnerUp_L/R and browOuterUp_L/R stay <= 0.07 on all 11 photos: the identity "
+        "takes the brow height"),
 }
 
 
@@ -91,4 +96,7 @@ def test_rule_holds(fitted, name, rule):
         pytest.skip(w)
     photo = next(p for p in TESTED if p.name == name)
     ok, figures = score(photo, w)[rule]
+    # margins today (this 8-photo run): smiles 0.91 and 0.90 (>= 0.3), speaking 0.47
+    # (>= 0.15), surprise jawOpen 0.47 (>= 0.3); anger is thin: browDown 0.37/0.33
+    # (>= 0.3) and smile 0.14 (<= 0.15)
     assert ok, f"{name} ({photo.label}): {rule}: {figures}"
