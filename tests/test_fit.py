@@ -221,3 +221,25 @@ def test_fit_cli_end_to_end_with_bad_inputs_and_resume(tmp_path, ict_dir):
     assert (face / "mesh.obj").stat().st_mtime_ns == stamp
     summary = json.loads((out / "summary.json").read_text())
     assert summary["written"] == [] and len(summary["skipped"]) == 1
+
+
+
+def test_a_face_fits_the_same_alone_or_batched(ict, photo_crops):
+    # each face's result must not depend on which other faces share its batch: the LM stage
+    # freezes a face once it has converged, and every loss term is a mean of per-face terms.
+    # Before, converged faces kept stepping until the slowest one stopped and the relative
+    # keypoint terms squared the batch's mean: up to 0.04 apart (Obama's mouthSmile read 0.90
+    # or 0.94 depending on the photos fitted with it). Without the emotion net the objective
+    # is exactly per face; with it, batched and single convolution gradients differ in the
+    # last bits (6e-7) and Adam's normalised steps turn that into up to ~0.016 on weights
+    # with near-zero gradients, so the net is left out here
+    fitter = Fitter(ict, None)
+    names = ("astronaut", "grace_hopper")
+    both = fitter.fit(torch.cat([photo_crops[n][0] for n in names]),
+                      torch.cat([photo_crops[n][1] for n in names]))
+    for i, name in enumerate(names):
+        alone = fitter.fit(*photo_crops[name])
+        np.testing.assert_allclose(both.params["expression"][i].numpy(),
+                                   alone.params["expression"][0].numpy(), atol=5e-4)
+        np.testing.assert_allclose(both.landmarks2d[i].numpy(),
+                                   alone.landmarks2d[0].numpy(), atol=0.01)

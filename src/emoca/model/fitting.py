@@ -29,7 +29,12 @@ from tqdm import tqdm
 from emoca.geometry import ndc_to_pixels, orthographic_project, pixels_to_ndc
 from emoca.io.bundle import TensorBundle
 from emoca.losses.emotion import emotion_consistency
-from emoca.losses.landmarks import eye_closure_loss, lip_closure_loss, mouth_corner_loss
+from emoca.losses.landmarks import (
+    EYE_CLOSURE_PAIRS,
+    LIP_CLOSURE_PAIRS,
+    MOUTH_CORNER_PAIRS,
+    pair_distances,
+)
 from emoca.model.fit_adapter import FitAdapter, default_skin, fit_view, init_camera
 from emoca.model.fit_colour import shade, solve_grey_light_albedo
 from emoca.model.fit_config import FitConfig
@@ -77,6 +82,14 @@ class FitResult(TensorBundle):
     landmark_error: torch.Tensor
     emotion_feature_distance: torch.Tensor
     losses: dict[str, float] = field(default_factory=dict)
+
+
+def _relative_sq(lmk: torch.Tensor, target: torch.Tensor, pairs) -> torch.Tensor:
+    """EMOCA's relative keypoint loss (mean |pair distance difference|) per face, squared,
+    then averaged over faces: (B,68,2) x2 -> scalar. Squaring the batch's mean instead
+    made each face's optimum depend on the faces batched with it."""
+    diff = pair_distances(lmk, pairs) - pair_distances(target, pairs)  # (B, pairs)
+    return (diff.abs().mean(1) ** 2).mean()
 
 
 class Fitter:
@@ -213,9 +226,9 @@ class Fitter:
                 terms["dense"] = (boost * cfg.w_dense * (sq * dense_w).sum(1).mean()
                                   / dense_w.sum())
             if not rigid:
-                terms["eye"] = cfg.w_eye * eye_closure_loss(lmk, t68) ** 2
-                terms["lip"] = cfg.w_lip * lip_closure_loss(lmk, t68) ** 2
-                terms["corner"] = cfg.w_corner * mouth_corner_loss(lmk, t68) ** 2
+                terms["eye"] = cfg.w_eye * _relative_sq(lmk, t68, EYE_CLOSURE_PAIRS)
+                terms["lip"] = cfg.w_lip * _relative_sq(lmk, t68, LIP_CLOSURE_PAIRS)
+                terms["corner"] = cfg.w_corner * _relative_sq(lmk, t68, MOUTH_CORNER_PAIRS)
                 terms["prior"] = ad.prior(free(), cfg)
                 if sequence and b > 1:
                     smooth = [(v[1:] - v[:-1]).pow(2).sum(1).mean() for v in per_frame.values()]
@@ -269,8 +282,10 @@ class Fitter:
                     # photo and emotion terms may move the expression, not the landmarks
                     terms = geometry_terms(rigid=False, boost=cfg.appearance_landmark_boost)
                     diff = (images - small).abs().sum(1, keepdim=True) * skin
-                    terms["photometric"] = (cfg.w_photometric * diff.sum()
-                                            / skin.sum().clamp(min=1.0))
+                    # per face, then averaged: a face's weighting must not depend on
+                    # the skin area of the faces batched with it
+                    terms["photometric"] = cfg.w_photometric * (
+                        diff.sum((1, 2, 3)) / skin.sum((1, 2, 3)).clamp(min=1.0)).mean()
                     terms["albedo_prior"] = cfg.w_albedo_prior * (
                         (albedo - albedo0) ** 2).sum(1).mean()
                     if photo_feat is not None and cfg.w_emotion > 0:

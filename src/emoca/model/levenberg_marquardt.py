@@ -23,8 +23,11 @@ def levenberg_marquardt(residuals: Callable[..., torch.Tensor], theta: torch.Ten
         iterations: LM iterations.
         lower, upper: (P,) bounds or None (steps are clamped into them).
         damping: initial lambda (Marquardt's scaling by diag(J^T J)).
-        tol: stop once every sample has taken an accepted step that lowered its cost by
-            less than this fraction (0: run all iterations).
+        tol: a sample stops (its parameters frozen) once it has taken an accepted step
+            that lowered its cost by less than this fraction; the loop ends when all have
+            stopped (0: run all iterations). Freezing keeps a face's result independent of
+            the faces batched with it: before, converged faces went on stepping until the
+            slowest one converged.
 
     Returns:
         (B,P) parameters with a residual norm no larger than at the start.
@@ -74,13 +77,13 @@ def levenberg_marquardt(residuals: Callable[..., torch.Tensor], theta: torch.Ten
             cand = torch.minimum(cand, upper)
         r_new = residuals(cand, *data).detach()
         cost_new = (r_new ** 2).sum(1)
-        better = cost_new < cost
+        better = (cost_new < cost) & ~done
         if tol > 0:
-            done |= better & (cost - cost_new <= tol * cost)
+            done = done | (better & (cost - cost_new <= tol * cost))
         theta = torch.where(better[:, None], cand, theta)
         r = torch.where(better[:, None], r_new, r)
         cost = torch.where(better, cost_new, cost)
-        lam = torch.where(better, lam / 3, lam * 4).clamp(1e-9, 1e9)
+        lam = torch.where(done, lam, torch.where(better, lam / 3, lam * 4).clamp(1e-9, 1e9))
         if tol > 0 and bool(done.all()):
             break
     return theta
