@@ -44,3 +44,18 @@ def test_ict_landmarks_only_equals_the_full_forward(ict) -> None:
     torch.testing.assert_close(ict.landmarks_only(expression=p["expression"]),
                                ict(expression=p["expression"]).landmarks68, atol=1e-4,
                                rtol=1e-5)
+
+
+def test_surface_points_are_declared_not_guessed(flame, ict) -> None:
+    # the fitter evaluates only the points it compares on models that declare it
+    # (SurfacePointModel); on ICT a point basis at the landmark vertices equals the forward's
+    # landmarks, and FLAME (skinned, not linear) does not claim it
+    from emoca.face_model.base import SurfacePointModel
+
+    assert isinstance(ict, SurfacePointModel) and not isinstance(flame, SurfacePointModel)
+    g = torch.Generator().manual_seed(1)
+    p = {k: torch.randn(2, n, generator=g) * 0.3 for k, n in ict.parameter_sizes().items()}
+    p["expression"] = p["expression"].abs().clamp(max=1)
+    p["scale"] = 1 + p["scale"].abs()
+    basis = ict.point_basis(ict.landmark_indices[:, None])
+    torch.testing.assert_close(basis(**p), ict(**p).landmarks68, atol=1e-4, rtol=1e-5)

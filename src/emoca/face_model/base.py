@@ -13,7 +13,7 @@ import torch
 
 from emoca.io.bundle import TensorBundle
 
-__all__ = ["TensorBundle", "FaceModel"]
+__all__ = ["TensorBundle", "FaceModel", "SurfacePointModel"]
 
 @runtime_checkable
 class FaceModel(Protocol):
@@ -51,3 +51,25 @@ class FaceModel(Protocol):
     def landmarks_only(self, **params: torch.Tensor) -> torch.Tensor:
         """(B,68,3) the forward's ``landmarks68``, evaluating only what they need."""
         ...
+
+
+@runtime_checkable
+class SurfacePointModel(Protocol):
+    """A face model linear in its weights that can be restricted to K surface points.
+
+    The fitter evaluates only the points it compares (the 68 landmarks, MediaPipe's dense
+    points through an embedding) instead of the whole mesh; ICT-FaceKit offers it, FLAME
+    (linear blend skinning) does not.
+
+    Attributes:
+        landmark_indices: (68,) vertex index of each 68-point landmark.
+    """
+
+    landmark_indices: torch.Tensor
+
+    def point_basis(self, vertex_ids: torch.Tensor, weights: torch.Tensor | None = None
+                    ) -> Any:
+        """The model at (K, m) vertex ids with (K, m) weights (barycentrics): a callable
+        taking the forward's arguments and returning (B, K, 3) points."""
+        ...
+

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emoca.face_model.base import SurfacePointModel
 from emoca.model.fit_config import FitConfig
 
 __all__ = ["FIT_REGION", "FitAdapter", "default_skin", "fit_view", "init_camera"]
@@ -25,7 +26,7 @@ class FitAdapter:
         self.bounds: tuple[float, float] | None = model.expression_bounds
         self.full_identity = sizes[self.identity_name]
         self._lmk_basis = (model.point_basis(model.landmark_indices[:, None])
-                           if hasattr(model, "point_basis") else None)
+                           if isinstance(model, SurfacePointModel) else None)
         self.free = {self.identity_name: min(n_identity, self.full_identity),
                      "expression": sizes["expression"],
                      self.pose_name: sizes[self.pose_name]}

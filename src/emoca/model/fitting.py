@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from emoca.face_model.base import SurfacePointModel
 from emoca.geometry import ndc_to_pixels, orthographic_project, pixels_to_ndc
 from emoca.io.bundle import TensorBundle
 from emoca.losses.emotion import emotion_consistency
@@ -118,7 +119,7 @@ class Fitter:
         self.adapter = FitAdapter(face_model, self.cfg.n_identity)
         # MediaPipe's points on the model's surface (ICT ships one); None: 68 points only
         self.embedding = None
-        if self.cfg.w_dense > 0 and hasattr(face_model, "point_basis"):
+        if self.cfg.w_dense > 0 and isinstance(face_model, SurfacePointModel):
             from emoca.face_model.mediapipe_embedding import MediaPipeEmbedding
 
             self.embedding = MediaPipeEmbedding.load()
