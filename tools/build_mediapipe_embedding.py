@@ -20,9 +20,14 @@ How (everything from data the project ships; nothing licensed, no photos):
    carried to the neutral mean head, where renders of different identities, expressions and
    poses can be compared.
 4. Aggregate robustly: per point the coordinate-wise median over the renders of those
-   neutral-head positions, then snapped to the nearest point of the ``face_head`` surface
-   (closest triangle, barycentrics clamped). The spread (median distance of the renders'
-   positions to the result, cm) is kept as a statistic.
+   neutral-head positions. Then make it mirror-symmetric: MediaPipe's mesh and ICT's mean
+   head are both left-right symmetric, but the build's key light comes from one side and
+   shifted the subject's left brow points 2-3 mm outwards of the right ones' mirror image,
+   which the fit paid for with a one-sided browDownLeft (0.4-0.8 on neutral photos). Each
+   point is averaged with the mirror image of its partner (:func:`mirror_table`: MediaPipe
+   run on a frontal render and on its left-right flip), then snapped to the nearest point
+   of the ``face_head`` surface (closest triangle, barycentrics clamped). The spread
+   (median distance of the renders' positions to the result, cm) is kept as a statistic.
 5. Held-out check: renders of other identities (another seed), stronger poses (yaw 25 deg)
    and other expressions; project the embedded points with the known parameters and compare
    with MediaPipe's detections, in render pixels and in units of the inter-ocular distance
@@ -119,6 +124,41 @@ def closest_on_surface(p: np.ndarray, verts: np.ndarray, faces: np.ndarray):
     return tri, bary, dist
 
 
+def mirror_table(scene, detector) -> np.ndarray:
+    """(468,) MediaPipe's left-right partner of each mesh point (itself on the midline).
+
+    MediaPipe on a left-right flipped image puts point i where point mirror(i) is in the
+    original. The pairing is the assignment (Hungarian, scipy) that minimises the distance
+    between the flipped-back detections and their partners in the original, summed over a
+    few symmetric renders (mean head, frontal, frontal light) and made symmetric (i -> j
+    costs as j -> i); nearest neighbours alone pair a dense mesh's points ambiguously.
+    Raises unless the result is an involution.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from emoca.render.synthetic_face import sh_light
+
+    cost = np.zeros((N_MESH, N_MESH))
+    for arkit in ({}, {"jawOpen": 0.3}, {"mouthSmileLeft": 0.5, "mouthSmileRight": 0.5}):
+        img = scene.render(scene.params(None, arkit, 0.0, 0.0),
+                           light=sh_light((0.0, 0.3, 1.0), strength=0.7, ambient=2.5)).image
+        p = detector(img)[0].landmarks[:N_MESH]
+        q = detector(np.ascontiguousarray(img[:, ::-1]))[0].landmarks[:N_MESH].copy()
+        q[:, 0] = img.shape[1] - 1 - q[:, 0]
+        cost += np.linalg.norm(q[:, None] - p[None], axis=-1)
+    rows, cols = linear_sum_assignment(cost + cost.T)
+    mirror = cols[np.argsort(rows)]
+    if not (mirror[mirror] == np.arange(N_MESH)).all():
+        raise SystemExit("MediaPipe's mirror pairs are not an involution: check the renders")
+    return mirror
+
+
+def symmetrize(points: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """(N, 3) points averaged with their partners' mirror images (x -> -x): (N, 3)."""
+    flip = points[mirror] * np.array([-1.0, 1.0, 1.0])
+    return 0.5 * (points + flip)
+
+
 def build_views(seed: int, held_out: bool):
     """(identity or None, ARKit dict, yaw, pitch, roll) of the build or held-out renders."""
     g = np.random.default_rng(seed)
@@ -184,6 +224,7 @@ def main() -> None:
     faces = scene.faces_np
     with create_detector("mediapipe") as det:
         built = detect_all(scene, build_views(0, False), det)
+        mirror = mirror_table(scene, det)
         held = detect_all(scene, build_views(1, True), det, keep=True)
 
     # 3. back-project every build render, carried to the neutral mean head
@@ -199,11 +240,15 @@ def main() -> None:
     canon = np.stack(canon)  # (R, 468, 3)
     # 4. robust aggregation + snap to the face_head surface
     med = np.nanmedian(canon, axis=0)
+    asym = np.linalg.norm(symmetrize(med, mirror) - med, axis=1)  # before, cm
+    med = symmetrize(med, mirror)
     good = np.isfinite(med).all(1)
     keep_faces = faces[scene.allowed]
     tri, bary, snap = closest_on_surface(med[good], scene.neutral, keep_faces)
     spread = np.nanmedian(np.linalg.norm(canon[:, good] - med[good], axis=-1), axis=0)
     idx = np.nonzero(good)[0]
+    if not good[mirror[good]].all():
+        raise SystemExit("a point is embedded but its mirror partner is not")
     emb = MediaPipeEmbedding(vertex_ids=tri, bary=bary.astype(np.float32),
                              mediapipe_indices=idx,
                              contour=np.isin(idx, MEDIAPIPE_FACE_OVAL))
@@ -243,9 +288,14 @@ def main() -> None:
         "stats_heldout_iod_all": np.float32((e / iod).mean()),
         "stats_heldout_iod_68conversion": np.float32((e68 / iod).mean()),
         "stats_render_size_px": np.int64(SIZE),
+        # half the distance between a point and its partner's mirror image before the
+        # symmetrization (cm): what the one-sided light had shifted
+        "stats_asymmetry_cm_median": np.float32(np.nanmedian(asym)),
+        "stats_asymmetry_cm_max": np.float32(np.nanmax(asym)),
     }
     np.savez_compressed(args.out, vertex_ids=emb.vertex_ids, bary=emb.bary,
-                        mediapipe_indices=emb.mediapipe_indices, contour=emb.contour, **stats)
+                        mediapipe_indices=emb.mediapipe_indices, contour=emb.contour,
+                        mirror=mirror, **stats)
     print(f"wrote {args.out}: {len(emb)} points ({int(c.sum())} face-oval)")
     for k, v in stats.items():
         print(f"  {k}: {float(v):.4g}")
