@@ -9,7 +9,10 @@ from typing import Any
 
 from emoca.pipeline.bookkeeping import RunSummary
 
-__all__ = ["build_face_model", "find_ict_dir", "fit_inputs"]
+__all__ = ["LANDMARK_SOURCES", "build_face_model", "find_ict_dir", "fit_inputs"]
+
+#: what ``emoca fit --landmarks`` accepts
+LANDMARK_SOURCES = ("dense", "68", "dense+dlib")
 
 
 def find_ict_dir(explicit: str | os.PathLike | None = None, assets: Any = None) -> Path:
@@ -39,10 +42,18 @@ def fit_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
     :mod:`emoca.pipeline.fit_files` for what is written.
 
     ``landmarks``: ``"dense"`` fits MediaPipe's points through the face model's dense
-    embedding where it has one (ICT-FaceKit), ``"68"`` only the 68 points converted from them.
+    embedding where it has one (ICT-FaceKit), ``"68"`` only the 68 points converted from them,
+    ``"dense+dlib"`` MediaPipe's points and dlib's 68 (run in MediaPipe's face boxes: detector
+    ``mediapipe+dlib``), the jaw on the face's outline (:meth:`FitConfig.with_second_68`).
     """
-    if landmarks not in ("dense", "68"):
-        raise ValueError(f"landmarks must be 'dense' or '68', got {landmarks!r}")
+    if landmarks not in LANDMARK_SOURCES:
+        raise ValueError(f"landmarks must be one of {LANDMARK_SOURCES}, got {landmarks!r}")
+    if landmarks == "dense+dlib":
+        if detector == "mediapipe":
+            detector = "mediapipe+dlib"
+        elif detector != "mediapipe+dlib":
+            raise ValueError("landmarks 'dense+dlib' needs the 'mediapipe+dlib' detector, "
+                             f"got {detector!r}")
     from emoca.detect import create_detector
     from emoca.device import resolve_device
     from emoca.model.fitting import FitConfig, Fitter
@@ -62,6 +73,8 @@ def fit_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
         cfg = cfg.replace(steps_landmarks=steps)
     if landmarks == "68":
         cfg = cfg.replace(w_dense=0.0)
+    elif landmarks == "dense+dlib":
+        cfg = cfg.with_second_68()
     fitter = Fitter(model, fer, cfg)
     fitter.renderer.to(device)
     det = create_detector(detector) if isinstance(detector, str) else detector
