@@ -84,8 +84,12 @@ def predict68(predictor: Any, image: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def _default_predictor_path() -> Path:
+    import warnings
+
     try:
-        import face_recognition_models
+        with warnings.catch_warnings():  # its import of pkg_resources warns on every run
+            warnings.simplefilter("ignore", UserWarning)
+            import face_recognition_models
     except ImportError as err:  # also raised by its pkg_resources import on new setuptools
         raise ImportError(_INSTALL_HINT) from err
     return Path(face_recognition_models.pose_predictor_model_location())
