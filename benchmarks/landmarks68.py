@@ -12,9 +12,9 @@ distance (centre of annotated points 36-41 to centre of 42-47), also split into 
 contour (0-16) and the inner face (17-67).
 
 Methods:
-  fit        ``emoca fit PHOTO -o OUT`` (the command users run); ``params.npz`` landmarks2d
-             (ICT's own 68 landmark vertices): the fit follows MediaPipe's points through
-             the dense embedding
+  fit        ``emoca fit PHOTO -o OUT --landmarks dense`` (the default without dlib);
+             ``params.npz`` landmarks2d (ICT's own 68 landmark vertices): the fit follows
+             MediaPipe's points through the dense embedding
   fit68      ``emoca fit --landmarks 68``: the fit follows only the 68 points converted
              from MediaPipe's (the fit before the dense embedding)
   fitdlib    ``emoca fit --landmarks dense+dlib``: MediaPipe's points and dlib's 68 (run in
