@@ -16,7 +16,8 @@ gets a *row* of candidates, built once from the mean mesh:
 
 Under a pose the candidate that lies furthest along the anchor's outward direction (rotated
 with the head, depth dropped) is the point of the row on the 2D outline: the one whose
-surface is seen edge-on. The fit uses it as a fixed target point until the next selection.
+surface is seen edge-on. The fit (:mod:`emoca.model.fit_outline`, jaw 0-16 only) chooses it
+again at every evaluation.
 Everything is pure and deterministic (no files: the rows come from the model's own mean
 mesh); :class:`ContourRows` holds them as barycentric points so a fit can evaluate them
 through the face model's point bases.
