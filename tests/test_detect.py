@@ -188,6 +188,7 @@ def test_missing_mediapipe_gives_install_hint(monkeypatch):
 
 @pytest.mark.parametrize("backend, module, hint", [
     ("dlib", "dlib", "pip install dlib-bin face-recognition-models"),
+    ("mediapipe+dlib", "dlib", "pip install dlib-bin face-recognition-models"),
     ("fan", "face_alignment", "pip install face-alignment"),
 ])
 def test_optional_backends_give_install_hint(monkeypatch, backend, module, hint):
@@ -227,6 +228,44 @@ def test_detection_validates():
     assert d.landmarks68() is None and d.center.tolist() == [1.0, 2.0]
     with pytest.raises(ValueError):
         d.box[0] = 3.0  # read-only
+
+
+def test_points68_are_validated_and_preferred():
+    mp = np.random.default_rng(0).uniform(0, 100, (478, 2))
+    d = Detection(box=[0, 0, 100, 100], score=1, landmarks=mp, landmarks_kind="mediapipe478")
+    np.testing.assert_allclose(d.landmarks68(), mediapipe_to_ibug68(mp))
+    second = np.arange(136, dtype=float).reshape(68, 2)
+    d2 = Detection(box=[0, 0, 100, 100], score=1, landmarks=mp, landmarks_kind="mediapipe478",
+                   points68=second)
+    np.testing.assert_array_equal(d2.landmarks68(), second)
+    np.testing.assert_array_equal(d2.landmarks, mp)  # the dense points stay
+    with pytest.raises(ValueError, match="points68"):
+        Detection(box=[0, 0, 1, 1], score=1, points68=np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("photo", ["astronaut", "hopper"])
+def test_dlib_in_mediapipe_box_matches_dlib_own_detector(photo, request):
+    """dlib's predictor in the box made from MediaPipe's points gives what it gives in dlib's
+    own HOG box (the box the predictor was trained with; a second, independent start)."""
+    pytest.importorskip("dlib")
+    pytest.importorskip("face_recognition_models")
+    from emoca.detect.dlib_backend import dlib_box
+
+    image = request.getfixturevalue(photo)
+    with create_detector("dlib") as own:
+        ref = own(image)
+    with create_detector("mediapipe+dlib") as both:
+        got = both(image)
+    assert len(got) == 1 and got[0].landmarks_kind == "mediapipe478"
+    pts = got[0].landmarks68()
+    truth = min((d.landmarks68() for d in ref),
+                key=lambda p: float(np.linalg.norm(p.mean(0) - pts.mean(0))))
+    iod = np.linalg.norm(truth[36:42].mean(0) - truth[42:48].mean(0))
+    err = np.linalg.norm(pts - truth, axis=1).mean() / iod
+    assert err < 0.03, err
+    # and the box rule reproduces the HOG box from dlib's own points
+    hog = min(ref, key=lambda d: float(np.linalg.norm(d.center - pts.mean(0))))
+    assert _iou(dlib_box(truth), hog.box) > 0.8
 
 
 def test_mediapipe_to_ibug68_means_pairs_numpy_and_torch():

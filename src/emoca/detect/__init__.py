@@ -1,7 +1,8 @@
 """Face detection, landmarks and DECA crop geometry.
 
 Backends (`create_detector(name)`, CLI ``--detector name``): ``mediapipe`` (default;
-boxes + 478-point mesh), ``dlib`` and ``fan`` (68 iBUG points; optional packages), and
+boxes + 478-point mesh), ``mediapipe+dlib`` (the same plus dlib's 68 points in each
+face's box), ``dlib`` and ``fan`` (68 iBUG points; optional packages), and
 ``file`` (boxes or landmarks read from JSON/CSV). Optional packages are imported only
 when a backend is built.
 """
@@ -32,6 +33,7 @@ from emoca.detect.fan_backend import FanDetector
 from emoca.detect.file_backend import FileDetector
 from emoca.detect.landmarks import IBUG68_PARTS, MEDIAPIPE_TO_IBUG68, mediapipe_to_ibug68
 from emoca.detect.mediapipe_backend import MediaPipeDetector
+from emoca.detect.mediapipe_dlib import MediaPipeDlibDetector
 
 #: Backend the CLI uses when ``--detector`` is not given.
 DEFAULT_DETECTOR = "mediapipe"
@@ -49,6 +51,7 @@ __all__ = [
     "FanDetector",
     "FileDetector",
     "MediaPipeDetector",
+    "MediaPipeDlibDetector",
     "as_rgb_uint8",
     "bbox2point",
     "box_from_points",

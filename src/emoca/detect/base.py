@@ -43,12 +43,16 @@ class Detection:
         landmarks: (N, 2) float64 pixel ``(x, y)`` or ``None``.
         landmarks_kind: ``"mediapipe478"`` (MediaPipe face mesh with irises), ``"ibug68"``
             (iBUG / Multi-PIE 68 points) or ``None`` (no landmarks, or another layout).
+        points68: (68, 2) float64 iBUG-68 points from a second source for the same face
+            (dlib's predictor inside MediaPipe's box: ``mediapipe+dlib``), or ``None``;
+            :meth:`landmarks68` prefers them to a conversion of ``landmarks``.
     """
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray | None = None
     landmarks_kind: LandmarksKind | None = None
+    points68: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         box = _readonly(self.box).reshape(-1)
@@ -58,6 +62,11 @@ class Detection:
             raise ValueError(f"box must have x1 >= x0 and y1 >= y0, got {box.tolist()}")
         object.__setattr__(self, "box", box)
         object.__setattr__(self, "score", float(self.score))
+        if self.points68 is not None:
+            p68 = _readonly(self.points68)
+            if p68.shape != (68, 2) or not np.all(np.isfinite(p68)):
+                raise ValueError(f"points68 must be (68, 2) finite, got shape {p68.shape}")
+            object.__setattr__(self, "points68", p68)
         if self.landmarks is None:
             if self.landmarks_kind is not None:
                 raise ValueError("landmarks_kind given without landmarks")
@@ -89,7 +98,10 @@ class Detection:
         return np.array([(self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2])
 
     def landmarks68(self) -> np.ndarray | None:
-        """(68, 2) iBUG-68 landmarks in pixels (mapped from MediaPipe's 478), or ``None``."""
+        """(68, 2) iBUG-68 landmarks in pixels: :attr:`points68` when given, else the
+        landmarks (mapped from MediaPipe's 478), or ``None``."""
+        if self.points68 is not None:
+            return np.array(self.points68)
         if self.landmarks_kind == "ibug68":
             return np.array(self.landmarks)
         if self.landmarks_kind == "mediapipe478":

@@ -19,7 +19,7 @@ __all__ = ["FIT_REGION", "FitAdapter", "default_skin", "fit_view", "init_camera"
 class FitAdapter:
     """How the fitter drives one face model: free parameters, bounds, priors, landmarks."""
 
-    def __init__(self, model: nn.Module, n_identity: int) -> None:
+    def __init__(self, model: nn.Module, n_identity: int, dynamic_jaw: bool = False) -> None:
         self.model = model
         sizes = model.parameter_sizes()
         self.identity_name, self.pose_name = model.identity_param, model.pose_param
@@ -30,6 +30,11 @@ class FitAdapter:
         self.free = {self.identity_name: min(n_identity, self.full_identity),
                      "expression": sizes["expression"],
                      self.pose_name: sizes[self.pose_name]}
+        self.outline = None  # jaw 0-16 on the outline (emoca.model.fit_outline)
+        if dynamic_jaw and self._lmk_basis is not None:
+            from emoca.model.fit_outline import JawOutline
+
+            self.outline = JawOutline(model)
 
     def init(self, b: int, device: torch.device) -> dict[str, torch.Tensor]:
         return {k: torch.zeros(b, n, device=device) for k, n in self.free.items()}
@@ -48,7 +53,9 @@ class FitAdapter:
     def landmarks(self, free: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B,68,3) model landmarks, evaluating only the vertices they need."""
         if self._lmk_basis is not None:  # ICT: the 68 rows of the bases, sliced once
-            return self._lmk_basis(**self.model_params(free))
+            params = self.model_params(free)
+            lmk = self._lmk_basis(**params)
+            return lmk if self.outline is None else self.outline(params, lmk)
         return self.model.landmarks_only(**self.model_params(free))
 
     def use_embedding(self, embedding) -> None:

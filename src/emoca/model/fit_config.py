@@ -46,6 +46,10 @@ class FitConfig:
     w_dense: float = 1.0
     w_dense_contour: float = 0.1
     w_landmarks_with_dense: float = 0.0
+    # the jaw points 0-16 of the 68 follow the posed face's 2D outline (fitted and written;
+    # emoca.model.fit_outline): for 68-point targets drawn on the outline (dlib's). Off for
+    # MediaPipe's conversion, whose jaw is its face oval, and for ICT's own vertices
+    dynamic_jaw: bool = False
     w_eye: float = 0.5
     w_lip: float = 0.5
     w_corner: float = 0.5
@@ -75,6 +79,12 @@ class FitConfig:
     render_size: int = 64
     n_identity: int = 100
     show_progress: bool = False
+
+    def with_second_68(self, weight: float = 1.0) -> FitConfig:
+        """This config for a dense fit given a second, iBUG-drawn 68-point source (dlib):
+        its 68 weigh ``weight`` (the dense points together weigh ``w_dense``) and the jaw
+        follows the outline (``dynamic_jaw``)."""
+        return self.replace(w_landmarks_with_dense=weight, dynamic_jaw=True)
 
     def replace(self, **changes: object) -> FitConfig:
         return dataclasses.replace(self, **changes)

@@ -116,7 +116,7 @@ class Fitter:
         face_model = fit_view(face_model)
         self.model = face_model
         self.cfg = config or FitConfig()
-        self.adapter = FitAdapter(face_model, self.cfg.n_identity)
+        self.adapter = FitAdapter(face_model, self.cfg.n_identity, self.cfg.dynamic_jaw)
         # MediaPipe's points on the model's surface (ICT ships one); None: 68 points only
         self.embedding = None
         if self.cfg.w_dense > 0 and isinstance(face_model, SurfacePointModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,7 +10,37 @@ from typing import Any
 
 from emoca.pipeline.bookkeeping import RunSummary
 
-__all__ = ["build_face_model", "find_ict_dir", "fit_inputs"]
+__all__ = ["LANDMARK_SOURCES", "build_face_model", "dlib_available", "find_ict_dir",
+           "fit_inputs", "resolve_landmarks"]
+
+#: what ``emoca fit --landmarks`` accepts
+LANDMARK_SOURCES = ("auto", "dense", "68", "dense+dlib")
+
+log = logging.getLogger(__name__)
+
+
+def dlib_available() -> bool:
+    """Whether dlib and its 68-point model (``emoca[dlib]``) import."""
+    try:
+        from emoca.detect.dlib_backend import _default_predictor_path, _import_dlib
+
+        _import_dlib()
+        return _default_predictor_path().is_file()
+    except (ImportError, OSError):
+        return False
+
+
+def resolve_landmarks(landmarks: str, detector: Any) -> str:
+    """``"auto"`` -> ``"dense+dlib"`` with the default detector when dlib is installed
+    (68-point error on held-out annotated photos 0.086 vs 0.130 of the inter-ocular
+    distance: README), else ``"dense"``; other values as given."""
+    if landmarks != "auto":
+        return landmarks
+    if detector == "mediapipe" and dlib_available():
+        log.info("emoca fit: dlib found: fitting MediaPipe's points and dlib's 68 "
+                 "(--landmarks dense+dlib; --landmarks dense for MediaPipe alone)")
+        return "dense+dlib"
+    return "dense"
 
 
 def find_ict_dir(explicit: str | os.PathLike | None = None, assets: Any = None) -> Path:
@@ -34,15 +65,25 @@ def fit_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
                ict_dir: str | os.PathLike | None = None, device: Any = "cpu",
                emotion: bool = True, steps: int | None = None, detector: Any = "mediapipe",
                batch_size: int = 8, chunk: int = 32, resume: bool = True,
-               progress: bool = True, landmarks: str = "dense") -> RunSummary:
+               progress: bool = True, landmarks: str = "auto") -> RunSummary:
     """Fit every face of every input (photos, folders, globs, videos); see
     :mod:`emoca.pipeline.fit_files` for what is written.
 
-    ``landmarks``: ``"dense"`` fits MediaPipe's points through the face model's dense
-    embedding where it has one (ICT-FaceKit), ``"68"`` only the 68 points converted from them.
+    ``landmarks``: ``"auto"`` (:func:`resolve_landmarks`), ``"dense"`` fits MediaPipe's
+    points through the face model's dense embedding where it has one (ICT-FaceKit), ``"68"``
+    only the 68 points converted from them,
+    ``"dense+dlib"`` MediaPipe's points and dlib's 68 (run in MediaPipe's face boxes: detector
+    ``mediapipe+dlib``), the jaw on the face's outline (:meth:`FitConfig.with_second_68`).
     """
-    if landmarks not in ("dense", "68"):
-        raise ValueError(f"landmarks must be 'dense' or '68', got {landmarks!r}")
+    if landmarks not in LANDMARK_SOURCES:
+        raise ValueError(f"landmarks must be one of {LANDMARK_SOURCES}, got {landmarks!r}")
+    landmarks = resolve_landmarks(landmarks, detector)
+    if landmarks == "dense+dlib":
+        if detector == "mediapipe":
+            detector = "mediapipe+dlib"
+        elif detector != "mediapipe+dlib":
+            raise ValueError("landmarks 'dense+dlib' needs the 'mediapipe+dlib' detector, "
+                             f"got {detector!r}")
     from emoca.detect import create_detector
     from emoca.device import resolve_device
     from emoca.model.fitting import FitConfig, Fitter
@@ -62,6 +103,8 @@ def fit_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
         cfg = cfg.replace(steps_landmarks=steps)
     if landmarks == "68":
         cfg = cfg.replace(w_dense=0.0)
+    elif landmarks == "dense+dlib":
+        cfg = cfg.with_second_68()
     fitter = Fitter(model, fer, cfg)
     fitter.renderer.to(device)
     det = create_detector(detector) if isinstance(detector, str) else detector
