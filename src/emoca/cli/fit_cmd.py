@@ -25,12 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=None,
                    help="landmark-stage iterations (default from FitConfig)")
     p.add_argument("--landmarks", choices=("auto", "dense", "68", "dense+dlib"),
-                   default="auto",
-                   help="auto: dense+dlib when dlib is installed (emoca[dlib]), else dense; "
-                        "dense: follow MediaPipe's points through the model's dense embedding "
-                        "(ICT-FaceKit); 68: only the 68 points converted from them; "
+                   default="dense",
+                   help="dense (default): follow MediaPipe's points through the model's "
+                        "dense embedding (ICT-FaceKit); 68: only the 68 points converted from them; "
                         "dense+dlib: MediaPipe's points and dlib's 68 (emoca[dlib]: its model "
-                        "is for non-commercial use), the jaw on the face's outline")
+                        "is for non-commercial use), the jaw on the face's outline: better "
+                        "68 points, worse ARKit weights (README); auto: dense+dlib when "
+                        "dlib is installed, else dense")
     p.add_argument("--no-resume", action="store_true", help="redo faces already finished")
     p.add_argument("--detector", default="mediapipe", help="face detector backend")
     p.add_argument("--batch-size", type=positive_int, default=8,
