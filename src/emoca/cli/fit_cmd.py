@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landmarks", choices=("auto", "dense", "68", "dense+dlib"),
                    default="dense",
                    help="dense (default): follow MediaPipe's points through the model's "
-                        "dense embedding (ICT-FaceKit); 68: only the 68 points converted from them; "
+                        "dense embedding (ICT-FaceKit); 68: only the 68 points converted "
+                        "from them; "
                         "dense+dlib: MediaPipe's points and dlib's 68 (emoca[dlib]: its model "
                         "is for non-commercial use), the jaw on the face's outline: better "
                         "68 points, worse ARKit weights (README); auto: dense+dlib when "
