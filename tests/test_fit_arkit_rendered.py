@@ -42,56 +42,15 @@ SEED = 20261202
 N_FACES = 6
 N_ACTIVE = 5
 SIZE = 384
-VISIBLE = ("mouthSmileLeft", "mouthSmileRight", "jawOpen", "browInnerUp", "browDownLeft",
-           "browDownRight", "browOuterUpLeft", "browOuterUpRight", "eyeBlinkLeft",
-           "eyeBlinkRight", "mouthFunnel", "mouthPucker", "mouthFrownLeft", "mouthFrownRight",
-           "mouthStretchLeft", "mouthStretchRight")
-ANTAGONISTS = (("mouthSmileLeft", "mouthFrownLeft"), ("mouthSmileRight", "mouthFrownRight"),
-               ("browDownLeft", "browInnerUp"), ("browDownRight", "browInnerUp"),
-               ("browDownLeft", "browOuterUpLeft"), ("browDownRight", "browOuterUpRight"))
-
-
-def random_face(g: np.random.Generator) -> dict:
-    """Identity, ARKit weights, pose (degrees), SH light and background of one face."""
-    from emoca.render.synthetic_face import sh_light
-
-    names = g.choice(VISIBLE, N_ACTIVE, replace=False)
-    while any(a in names and b in names for a, b in ANTAGONISTS):
-        names = g.choice(VISIBLE, N_ACTIVE, replace=False)
-    arkit = {str(k): float(g.uniform(0.3, 0.9)) for k in names}
-    az, el = np.radians(g.uniform(-50, 50)), np.radians(g.uniform(-20, 45))
-    direction = (np.sin(az) * np.cos(el), np.sin(el), np.cos(az) * np.cos(el))
-    light = sh_light(direction, strength=g.uniform(0.5, 1.1), ambient=g.uniform(2.0, 3.0),
-                     colour=g.uniform(0.85, 1.1, 3), quadratic=g.uniform(-0.1, 0.15))
-    return {"identity": g.normal(0, 0.7, 100), "arkit": arkit,
-            "pose": (float(g.uniform(-25, 25)), float(g.uniform(-10, 10)),
-                     float(g.uniform(-8, 8))),
-            "light": light, "background": tuple(g.uniform(0.15, 0.7, 3))}
-
-
-def render_faces(folder: Path, n: int = N_FACES, seed: int = SEED) -> list[dict]:
-    """Write ``face_I.png`` renders of ``n`` random faces; returns their truth."""
-    from PIL import Image
-
-    from emoca.render.synthetic_face import SyntheticFaceRenderer
-
-    scene = SyntheticFaceRenderer(SIZE)
-    g = np.random.default_rng(seed)
-    faces = [random_face(g) for _ in range(n)]
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, f in enumerate(faces):
-        r = scene.render(scene.params(f["identity"], f["arkit"], *f["pose"]),
-                         light=f["light"], background=f["background"])
-        Image.fromarray(r.image).save(folder / f"face_{i}.png")
-    return faces
 
 
 def fit_and_score(tmp: Path, n: int = N_FACES, seed: int = SEED) -> dict[str, np.ndarray]:
     """Render, run ``emoca fit``'s library call, and compare with the truth per face."""
     from emoca.face_model.arkit import ARKIT_NAMES
     from emoca.pipeline.fit import fit_inputs
+    from emoca.render.arkit_scenes import render_faces
 
-    faces = render_faces(tmp / "renders", n, seed)
+    faces = render_faces(tmp / "renders", n, seed, SIZE, N_ACTIVE)
     summary = fit_inputs([str(tmp / "renders")], tmp / "out", progress=False)
     assert summary.ok
     truth = np.zeros((n, 52))
