@@ -67,6 +67,11 @@ class FitConfig:
     soft_shape_prior: float = 1.0
     soft_shapes: tuple[str, ...] = ("mouthPucker", "mouthFunnel", "eyeWide", "mouthLeft",
                                     "mouthRight", "jawLeft", "jawRight")
+    # reweighted passes of the landmark stage (:mod:`emoca.model.fit_sparsity`): each
+    # multiplies shape j's prior by ((1 + eps) / (a_j + eps)) ** power of the last solve
+    sparsity_passes: int = 2
+    sparsity_eps: float = 0.05
+    sparsity_power: float = 2.0
     w_temporal: float = 0.1
     appearance_landmark_boost: float = 10.0
     grey_light: bool = True

@@ -34,6 +34,7 @@ from emoca.model.fit_adapter import FitAdapter, default_skin, fit_view, init_cam
 from emoca.model.fit_colour import shade, solve_grey_light_albedo
 from emoca.model.fit_config import FitConfig
 from emoca.model.fit_landmarks import inter_ocular, landmark_weight, solve_landmarks
+from emoca.model.fit_sparsity import reweighted_prior_scale
 from emoca.model.levenberg_marquardt import levenberg_marquardt
 from emoca.render.geometry import vertex_normals
 from emoca.render.raster import deca_to_raster, interpolate, rasterize
@@ -216,17 +217,24 @@ class Fitter:
                 terms["eye"] = cfg.w_eye * eye_closure_loss(lmk, t68) ** 2
                 terms["lip"] = cfg.w_lip * lip_closure_loss(lmk, t68) ** 2
                 terms["corner"] = cfg.w_corner * mouth_corner_loss(lmk, t68) ** 2
-                terms["prior"] = ad.prior(free(), cfg)
+                terms["prior"] = ad.prior(free(), cfg, reweight)
                 if sequence and b > 1:
                     smooth = [(v[1:] - v[:-1]).pow(2).sum(1).mean() for v in per_frame.values()]
                     terms["temporal"] = cfg.w_temporal * sum(smooth)
             return terms
 
+        reweight = None  # the sparsity passes' prior multipliers, kept for the Adam stages
         if cfg.solver == "lm":
             # independent faces: solve the landmark stages as nonlinear least squares
             with torch.no_grad():
                 cam, ident_lm, pf = solve_landmarks(ad, cfg, cam, free(), target, lmk_w,
                                                    dense_w)
+                for _ in range(cfg.sparsity_passes):  # sparser expression, same stage
+                    reweight = reweighted_prior_scale(pf["expression"], cfg.sparsity_eps,
+                                                      cfg.sparsity_power)
+                    cam, ident_lm, pf = solve_landmarks(
+                        ad, cfg, cam, {ad.identity_name: ident_lm, **pf}, target, lmk_w,
+                        dense_w, prior_scale=reweight, rigid=False)
             if sequence:  # start the joint refinement from the frames' mean identity
                 ident = ident_lm.mean(0, keepdim=True)
             else:

@@ -1,0 +1,33 @@
+"""Reweighted expression priors for the landmark stage: sparser ARKit weights.
+
+The Levenberg-Marquardt landmark stage (:mod:`emoca.model.fit_landmarks`) carries the
+expression prior as a quadratic (ridge) residual ``sqrt(w) * a_j``. A ridge spreads a
+landmark displacement over every shape that moves those points a little (on renders with 5
+known shapes: mouthLowerDown, eyeSquint, browDown came out on, the posed shapes at about
+half). Iterative reweighting turns the ridge into a sparsity prior: after a solve, shape
+``j``'s prior is multiplied by ``((1 + eps) / (a_j + eps)) ** power`` and the stage solves
+again from there. ``power`` 1 makes ``w * m_j * a_j**2 ~ w * a_j`` (an L1 prior, as the
+Adam stages use); ``power`` 2 makes it ~constant for ``a_j >> eps`` (a count of active
+shapes, L0-like: posed shapes are no longer shrunk). Shapes near 0 get a prior
+``((1 + eps) / eps) ** power`` times stronger and stay off; shapes at 1 keep the prior.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["reweighted_prior_scale"]
+
+
+def reweighted_prior_scale(weights: torch.Tensor, eps: float, power: float = 1.0
+                           ) -> torch.Tensor:
+    """(B,n) prior multipliers ``((1 + eps) / (|a| + eps)) ** power`` for (B,n) weights ``a``.
+
+    Args:
+        weights: (B,n) blendshape weights of the previous solve (ARKit/ICT: in [0, 1]).
+        eps: > 0, how close to 0 a weight may get before its multiplier stops growing.
+        power: 1 (L1-like) or 2 (L0-like); 0 gives all ones (the plain prior).
+    """
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    return ((1.0 + eps) / (weights.detach().abs() + eps)) ** power
