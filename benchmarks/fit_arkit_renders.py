@@ -46,13 +46,21 @@ VARIANTS: dict[str, dict] = {
     "with-68": {"w_landmarks_with_dense": 0.5},
     "contour-0.02": {"w_dense_contour": 0.02},
 }
-VARIANTS["rw2-p2-x3"] = {"sparsity_passes": 2, "sparsity_power": 2,
-                         "w_expression_prior": 9e-5}
-VARIANTS["rw2-p2-noapp"] = {"sparsity_passes": 2, "sparsity_power": 2, "steps_appearance": 0}
-VARIANTS["rw3-p2-e0.05"] = {"sparsity_passes": 3, "sparsity_power": 2}
-VARIANTS["pw1"] = {"pw": 1}
-VARIANTS["pw2"] = {"pw": 2}
-VARIANTS["pw2-rw"] = {"pw": 2, "sparsity_passes": 2, "sparsity_power": 2}
+# on top of the default (reweighted prior)
+VARIANTS.update({
+    "plain-prior": {"sparsity_passes": 0},
+    "id-x0.3": {"w_identity_prior": 1e-6},
+    "id-x3": {"w_identity_prior": 1e-5},
+    "exp-x0.5": {"w_expression_prior": 1.5e-5},
+    "exp-x2": {"w_expression_prior": 6e-5},
+    "eps-0.1": {"sparsity_eps": 0.1},
+    "eps-0.02": {"sparsity_eps": 0.02},
+    "app-30": {"steps_appearance": 30},
+    "emotion-x4": {"w_emotion": 0.2},
+    "photo-x4": {"w_photometric": 0.02},
+    "n-id-40": {"n_identity": 40},
+    "soft-3": {"soft_shape_prior": 3.0},
+})
 for _p in (1, 2):
     for _eps in (0.02, 0.05, 0.1):
         for _n in (1, 2):
@@ -144,14 +152,9 @@ def main() -> None:
     mp = torch.stack([f["oracle" if args.oracle else "mp"] for f in faces])
     rows = []
     for name in args.variants:
-        changes = dict(VARIANTS[name])
-        pw = changes.pop("pw", None)
+        changes = VARIANTS[name]
         cfg = FitConfig(**changes) if fer is not None else FitConfig(w_emotion=0.0, **changes)
         fitter = Fitter(model, fer, cfg)
-        if pw is not None:
-            import os
-            rms = torch.as_tensor(np.load(os.environ["RMS"]), dtype=torch.float32)
-            fitter._point_w = ((rms.median() / rms) ** pw).clamp(0.05, 1.0)
         t0 = time.perf_counter()
         got = []
         for a in range(0, len(faces), 8):  # `emoca fit`'s batch size
