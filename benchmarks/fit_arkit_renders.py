@@ -60,6 +60,10 @@ VARIANTS.update({
     "photo-x4": {"w_photometric": 0.02},
     "n-id-40": {"n_identity": 40},
     "soft-3": {"soft_shape_prior": 3.0},
+    "it5": {"sparsity_iterations": 5},
+    "it20": {"sparsity_iterations": 20},
+    "it40": {"sparsity_iterations": 40},
+    "1pass-it10": {"sparsity_passes": 1},
 })
 for _p in (1, 2):
     for _eps in (0.02, 0.05, 0.1):

@@ -69,7 +69,9 @@ class FitConfig:
                                     "mouthRight", "jawLeft", "jawRight")
     # reweighted passes of the landmark stage (:mod:`emoca.model.fit_sparsity`): each
     # multiplies shape j's prior by ((1 + eps) / (a_j + eps)) ** power of the last solve
+    # (each pass starts from a fit: ``sparsity_iterations`` LM iterations are enough)
     sparsity_passes: int = 2
+    sparsity_iterations: int = 10
     sparsity_eps: float = 0.05
     sparsity_power: float = 2.0
     w_temporal: float = 0.1

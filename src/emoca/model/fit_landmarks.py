@@ -41,13 +41,15 @@ def _pair_distance_residuals(lmk: torch.Tensor, target: torch.Tensor) -> torch.T
 def solve_landmarks(ad: FitAdapter, cfg: FitConfig, cam: torch.Tensor,
                     free: dict[str, torch.Tensor], target: torch.Tensor, lmk_w: torch.Tensor,
                     dense_w: torch.Tensor | None = None, *,
-                    prior_scale: torch.Tensor | None = None, rigid: bool = True):
+                    prior_scale: torch.Tensor | None = None, rigid: bool = True,
+                    iterations: int | None = None):
     """Rigid, then full, Levenberg-Marquardt on the landmark terms; per face.
 
     ``target`` is (B,68,2), or (B,68+K,2) with the K dense targets after the 68 when
     ``dense_w`` (K,) weighs them. ``prior_scale`` (B,n_exp): per-face multipliers of the
     expression prior (:mod:`emoca.model.fit_sparsity`'s reweighting passes); ``rigid``:
-    run the rigid pass first (not needed when ``free`` is already a fit).
+    run the rigid pass first (not needed when ``free`` is already a fit); ``iterations``:
+    of the full pass (default ``cfg.lm_iterations``).
     """
     names = [ad.identity_name, "expression", ad.pose_name]
     sizes = [free[n].shape[1] for n in names]
@@ -109,7 +111,8 @@ def solve_landmarks(ad: FitAdapter, cfg: FitConfig, cam: torch.Tensor,
                                   upper=upper[rigid_cols], tol=cfg.lm_tol)
         theta = torch.cat([t_r[:, :3], theta[:, mid], t_r[:, 3:]], dim=1)
     theta = levenberg_marquardt(lambda t, tgt, m: residuals(t, tgt, rigid=False, mult=m),
-                                theta, target, prior_scale, iterations=cfg.lm_iterations,
+                                theta, target, prior_scale,
+                                iterations=iterations or cfg.lm_iterations,
                                 lower=lower, upper=upper, tol=cfg.lm_tol)
     c, p = unpack(theta)
     ident = p.pop(ad.identity_name).contiguous()

@@ -234,7 +234,8 @@ class Fitter:
                                                       cfg.sparsity_power)
                     cam, ident_lm, pf = solve_landmarks(
                         ad, cfg, cam, {ad.identity_name: ident_lm, **pf}, target, lmk_w,
-                        dense_w, prior_scale=reweight, rigid=False)
+                        dense_w, prior_scale=reweight, rigid=False,
+                        iterations=cfg.sparsity_iterations)
             if sequence:  # start the joint refinement from the frames' mean identity
                 ident = ident_lm.mean(0, keepdim=True)
             else:
