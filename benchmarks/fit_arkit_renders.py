@@ -64,6 +64,18 @@ VARIANTS.update({
     "it20": {"sparsity_iterations": 20},
     "it40": {"sparsity_iterations": 40},
     "1pass-it10": {"sparsity_passes": 1},
+    "ungated": {"sparsity_noise_full": 0.0},
+    "gate-0.01-0.03": {"sparsity_noise_full": 0.03},
+    "piv0.1": {"sparsity_pivot": 0.1, "sparsity_eps": 0.05},
+    "piv0.2": {"sparsity_pivot": 0.2, "sparsity_eps": 0.05},
+    "piv0.5": {"sparsity_pivot": 0.5, "sparsity_eps": 0.05},
+    "piv0.7": {"sparsity_pivot": 0.7, "sparsity_eps": 0.05},
+    "piv0.85": {"sparsity_pivot": 0.85},
+    "piv0.1-p1": {"sparsity_pivot": 0.1, "sparsity_eps": 0.05, "sparsity_power": 1.0},
+    "eps-0.2": {"sparsity_eps": 0.2},
+    "eps-0.3": {"sparsity_eps": 0.3},
+    "p1": {"sparsity_power": 1.0},
+    "p1-eps0.2": {"sparsity_power": 1.0, "sparsity_eps": 0.2},
 })
 for _p in (1, 2):
     for _eps in (0.02, 0.05, 0.1):

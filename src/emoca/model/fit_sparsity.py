@@ -16,18 +16,37 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["reweighted_prior_scale"]
+__all__ = ["noise_scaled", "reweighted_prior_scale"]
 
 
-def reweighted_prior_scale(weights: torch.Tensor, eps: float, power: float = 1.0
-                           ) -> torch.Tensor:
-    """(B,n) prior multipliers ``((1 + eps) / (|a| + eps)) ** power`` for (B,n) weights ``a``.
+def reweighted_prior_scale(weights: torch.Tensor, eps: float, power: float = 1.0,
+                           pivot: float = 1.0) -> torch.Tensor:
+    """(B,n) prior multipliers ``((pivot + eps) / (|a| + eps)) ** power`` for (B,n)
+    weights ``a``.
 
     Args:
         weights: (B,n) blendshape weights of the previous solve (ARKit/ICT: in [0, 1]).
         eps: > 0, how close to 0 a weight may get before its multiplier stops growing.
         power: 1 (L1-like) or 2 (L0-like); 0 gives all ones (the plain prior).
+        pivot: the weight whose prior stays as it was: weights above it get a weaker prior
+            (less shrinkage of shapes clearly on), weights below a stronger one.
     """
     if eps <= 0:
         raise ValueError(f"eps must be > 0, got {eps}")
-    return ((1.0 + eps) / (weights.detach().abs() + eps)) ** power
+    return ((pivot + eps) / (weights.detach().abs() + eps)) ** power
+
+
+def noise_scaled(scale: torch.Tensor, noise: torch.Tensor, floor: float, full: float
+                 ) -> torch.Tensor:
+    """(B,n) multipliers moved towards 1 for faces whose points the model explains well.
+
+    ``1 + (scale - 1) * t`` with ``t = clamp((noise - floor) / (full - floor), 0, 1)``:
+    ``noise`` (B,) is the first solve's mean point distance (inter-ocular units). A MAP
+    prior's weight grows with the noise variance: points the model meets within ``floor``
+    (exact synthetic points: ~0.006) keep the plain prior; from ``full`` on (MediaPipe's
+    detections: 0.01-0.03 on renders) the whole reweighting applies.
+    """
+    if not 0 <= floor < full:
+        raise ValueError(f"need 0 <= floor < full, got {floor}, {full}")
+    t = ((noise - floor) / (full - floor)).clamp(0.0, 1.0)[:, None]
+    return 1.0 + (scale - 1.0) * t

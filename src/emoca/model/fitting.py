@@ -34,7 +34,7 @@ from emoca.model.fit_adapter import FitAdapter, default_skin, fit_view, init_cam
 from emoca.model.fit_colour import shade, solve_grey_light_albedo
 from emoca.model.fit_config import FitConfig
 from emoca.model.fit_landmarks import inter_ocular, landmark_weight, solve_landmarks
-from emoca.model.fit_sparsity import reweighted_prior_scale
+from emoca.model.fit_sparsity import noise_scaled, reweighted_prior_scale
 from emoca.model.levenberg_marquardt import levenberg_marquardt
 from emoca.render.geometry import vertex_normals
 from emoca.render.raster import deca_to_raster, interpolate, rasterize
@@ -229,9 +229,24 @@ class Fitter:
             with torch.no_grad():
                 cam, ident_lm, pf = solve_landmarks(ad, cfg, cam, free(), target, lmk_w,
                                                    dense_w)
+                # how far the points are from anything the model explains (IOD units):
+                # the reweighting's strength follows it (exact points: plain prior)
+                noise = None
+                if cfg.sparsity_noise_full > 0:
+                    fitted = {ad.identity_name: ident_lm, **pf}
+                    src = ad.dense(fitted) if dense_w is not None else ad.landmarks(fitted)
+                    tgt = target[:, 68:] if dense_w is not None else target[:, :68]
+                    inner = (dense_w >= 1.0) if dense_w is not None else slice(None)
+                    pts = orthographic_project(src, cam)[..., :2]
+                    noise = ((pts - tgt).norm(dim=-1)[:, inner].mean(1)
+                             / inter_ocular(target[:, :68]))
                 for _ in range(cfg.sparsity_passes):  # sparser expression, same stage
                     reweight = reweighted_prior_scale(pf["expression"], cfg.sparsity_eps,
-                                                      cfg.sparsity_power)
+                                                      cfg.sparsity_power,
+                                                      cfg.sparsity_pivot)
+                    if noise is not None:
+                        reweight = noise_scaled(reweight, noise, cfg.sparsity_noise_floor,
+                                                cfg.sparsity_noise_full)
                     cam, ident_lm, pf = solve_landmarks(
                         ad, cfg, cam, {ad.identity_name: ident_lm, **pf}, target, lmk_w,
                         dense_w, prior_scale=reweight, rigid=False,
