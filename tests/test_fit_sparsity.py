@@ -46,3 +46,16 @@ def test_reweighting_recovers_a_sparse_answer_that_ridge_spreads():
     assert (x[off].abs().sum() < 0.2 * ridge[off].abs().sum())
     assert (x - x_true).abs().mean() < 0.5 * (ridge - x_true).abs().mean()
     assert set(torch.argsort(-x)[:3].tolist()) == {2, 7, 15}
+
+
+def test_noise_gate_by_formula():
+    from emoca.model.fit_sparsity import noise_scaled
+
+    scale = torch.tensor([[441.0, 1.0, 0.5]]).expand(3, 3)
+    noise = torch.tensor([0.006, 0.015, 0.03])  # exact points, half way, detections
+    out = noise_scaled(scale, noise, floor=0.01, full=0.02)
+    assert torch.equal(out[0], torch.ones(3))  # under the floor: the plain prior
+    assert torch.allclose(out[1], torch.tensor([221.0, 1.0, 0.75]))  # 1 + (m - 1) / 2
+    assert torch.equal(out[2], scale[2])  # past ``full``: the whole reweighting
+    with pytest.raises(ValueError):
+        noise_scaled(scale, noise, floor=0.02, full=0.01)
