@@ -72,6 +72,7 @@ class FitConfig:
     # solve, in full where the first solve's points lie >= noise_full IOD from the model
     # (detections), not at all under noise_floor (exact points): the prior's weight follows
     # the noise. Each pass starts from a fit: ``sparsity_iterations`` LM iterations do.
+    # Dense (MediaPipe) path only, where it was measured; the 68-point path stays plain.
     sparsity_passes: int = 2
     sparsity_iterations: int = 10
     sparsity_eps: float = 0.05

@@ -229,24 +229,23 @@ class Fitter:
             with torch.no_grad():
                 cam, ident_lm, pf = solve_landmarks(ad, cfg, cam, free(), target, lmk_w,
                                                    dense_w)
-                # how far the points are from anything the model explains (IOD units):
-                # the reweighting's strength follows it (exact points: plain prior)
-                noise = None
-                if cfg.sparsity_noise_full > 0:
+                # how far the dense points are from anything the model explains (IOD
+                # units): the reweighting's strength follows it (exact points: plain
+                # prior). Measured and set on the dense path only: without MediaPipe's
+                # points (68-point detectors, FLAME) the prior stays plain
+                passes, noise = 0, None
+                if dense_w is not None and cfg.sparsity_noise_full > 0:
                     fitted = {ad.identity_name: ident_lm, **pf}
-                    src = ad.dense(fitted) if dense_w is not None else ad.landmarks(fitted)
-                    tgt = target[:, 68:] if dense_w is not None else target[:, :68]
-                    inner = (dense_w >= 1.0) if dense_w is not None else slice(None)
-                    pts = orthographic_project(src, cam)[..., :2]
-                    noise = ((pts - tgt).norm(dim=-1)[:, inner].mean(1)
-                             / inter_ocular(target[:, :68]))
-                for _ in range(cfg.sparsity_passes):  # sparser expression, same stage
+                    pts = orthographic_project(ad.dense(fitted), cam)[..., :2]
+                    dist = (pts - target[:, 68:]).norm(dim=-1)[:, dense_w >= 1.0]
+                    noise = dist.mean(1) / inter_ocular(target[:, :68])
+                    passes = cfg.sparsity_passes
+                for _ in range(passes):  # sparser expression, same stage
                     reweight = reweighted_prior_scale(pf["expression"], cfg.sparsity_eps,
                                                       cfg.sparsity_power,
                                                       cfg.sparsity_pivot)
-                    if noise is not None:
-                        reweight = noise_scaled(reweight, noise, cfg.sparsity_noise_floor,
-                                                cfg.sparsity_noise_full)
+                    reweight = noise_scaled(reweight, noise, cfg.sparsity_noise_floor,
+                                            cfg.sparsity_noise_full)
                     cam, ident_lm, pf = solve_landmarks(
                         ad, cfg, cam, {ad.identity_name: ident_lm, **pf}, target, lmk_w,
                         dense_w, prior_scale=reweight, rigid=False,
