@@ -83,9 +83,14 @@ class FitAdapter:
                     scale[j] = cfg.soft_shape_prior
         return scale
 
-    def prior(self, free: dict[str, torch.Tensor], cfg: FitConfig) -> torch.Tensor:
+    def prior(self, free: dict[str, torch.Tensor], cfg: FitConfig,
+              reweight: torch.Tensor | None = None) -> torch.Tensor:
+        """Identity and expression priors; ``reweight`` (B,n_exp): per-face multipliers of
+        the expression prior (:mod:`emoca.model.fit_sparsity`)."""
         ident, exp = free[self.identity_name], free["expression"]
         scale = self.expression_prior_scale(cfg).to(exp)
+        if reweight is not None:
+            scale = scale * reweight
         # bounded blendshape weights: sparsity (L1); PCA components: Gaussian
         exp_term = ((exp.abs() * scale).sum(1) if self.bounds is not None
                     else (exp ** 2 * scale).sum(1))

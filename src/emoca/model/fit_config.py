@@ -71,6 +71,19 @@ class FitConfig:
     soft_shape_prior: float = 1.0
     soft_shapes: tuple[str, ...] = ("mouthPucker", "mouthFunnel", "eyeWide", "mouthLeft",
                                     "mouthRight", "jawLeft", "jawRight")
+    # reweighted passes of the landmark stage (:mod:`emoca.model.fit_sparsity`): each
+    # multiplies shape j's prior by ((pivot + eps) / (a_j + eps)) ** power of the last
+    # solve, in full where the first solve's points lie >= noise_full IOD from the model
+    # (detections), not at all under noise_floor (exact points): the prior's weight follows
+    # the noise. Each pass starts from a fit: ``sparsity_iterations`` LM iterations do.
+    # Dense (MediaPipe) path only, where it was measured; the 68-point path stays plain.
+    sparsity_passes: int = 2
+    sparsity_iterations: int = 10
+    sparsity_eps: float = 0.05
+    sparsity_power: float = 2.0
+    sparsity_pivot: float = 0.85
+    sparsity_noise_floor: float = 0.01
+    sparsity_noise_full: float = 0.02
     w_temporal: float = 0.1
     appearance_landmark_boost: float = 10.0
     grey_light: bool = True

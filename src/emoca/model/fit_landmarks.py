@@ -40,11 +40,16 @@ def _pair_distance_residuals(lmk: torch.Tensor, target: torch.Tensor) -> torch.T
 
 def solve_landmarks(ad: FitAdapter, cfg: FitConfig, cam: torch.Tensor,
                     free: dict[str, torch.Tensor], target: torch.Tensor, lmk_w: torch.Tensor,
-                    dense_w: torch.Tensor | None = None):
+                    dense_w: torch.Tensor | None = None, *,
+                    prior_scale: torch.Tensor | None = None, rigid: bool = True,
+                    iterations: int | None = None):
     """Rigid, then full, Levenberg-Marquardt on the landmark terms; per face.
 
     ``target`` is (B,68,2), or (B,68+K,2) with the K dense targets after the 68 when
-    ``dense_w`` (K,) weighs them.
+    ``dense_w`` (K,) weighs them. ``prior_scale`` (B,n_exp): per-face multipliers of the
+    expression prior (:mod:`emoca.model.fit_sparsity`'s reweighting passes); ``rigid``:
+    run the rigid pass first (not needed when ``free`` is already a fit); ``iterations``:
+    of the full pass (default ``cfg.lm_iterations``).
     """
     names = [ad.identity_name, "expression", ad.pose_name]
     sizes = [free[n].shape[1] for n in names]
@@ -61,7 +66,12 @@ def solve_landmarks(ad: FitAdapter, cfg: FitConfig, cam: torch.Tensor,
         parts = torch.split(theta[:, 3:], sizes, dim=1)
         return c, dict(zip(names, parts, strict=True))
 
-    def residuals(theta: torch.Tensor, tgt: torch.Tensor, rigid: bool) -> torch.Tensor:
+    if prior_scale is None:
+        prior_scale = torch.ones_like(free["expression"])
+    prior_scale = prior_scale.sqrt().to(target)
+
+    def residuals(theta: torch.Tensor, tgt: torch.Tensor, rigid: bool,
+                  mult: torch.Tensor | None = None) -> torch.Tensor:
         c, p = unpack(theta)
         lmk = orthographic_project(ad.landmarks(p), c)[..., :2]
         tgt, tgt_dense = tgt[:, :68], tgt[:, 68:]
@@ -74,7 +84,7 @@ def solve_landmarks(ad: FitAdapter, cfg: FitConfig, cam: torch.Tensor,
         if not rigid:
             res.append(_pair_distance_residuals(lmk, tgt) * pair_w)
             res.append(cfg.w_identity_prior ** 0.5 * p[ad.identity_name])
-            res.append(exp_prior * p["expression"])
+            res.append(exp_prior * mult * p["expression"])
         return torch.cat(res, dim=1)
 
     theta = torch.cat([cam] + [free[n] for n in names], dim=1)
@@ -95,13 +105,15 @@ def solve_landmarks(ad: FitAdapter, cfg: FitConfig, cam: torch.Tensor,
         full = torch.cat([t[:, :3], held, t[:, 3:]], dim=1)  # out of place for vmap
         return residuals(full, tgt, rigid=True)
 
-    t_r = levenberg_marquardt(rigid_res, theta[:, rigid_cols], target, theta[:, mid],
-                              iterations=cfg.lm_iterations // 2, lower=lower[rigid_cols],
-                              upper=upper[rigid_cols], tol=cfg.lm_tol)
-    theta = torch.cat([t_r[:, :3], theta[:, mid], t_r[:, 3:]], dim=1)
-    theta = levenberg_marquardt(lambda t, tgt: residuals(t, tgt, rigid=False), theta, target,
-                                iterations=cfg.lm_iterations, lower=lower, upper=upper,
-                                tol=cfg.lm_tol)
+    if rigid:
+        t_r = levenberg_marquardt(rigid_res, theta[:, rigid_cols], target, theta[:, mid],
+                                  iterations=cfg.lm_iterations // 2, lower=lower[rigid_cols],
+                                  upper=upper[rigid_cols], tol=cfg.lm_tol)
+        theta = torch.cat([t_r[:, :3], theta[:, mid], t_r[:, 3:]], dim=1)
+    theta = levenberg_marquardt(lambda t, tgt, m: residuals(t, tgt, rigid=False, mult=m),
+                                theta, target, prior_scale,
+                                iterations=iterations or cfg.lm_iterations,
+                                lower=lower, upper=upper, tol=cfg.lm_tol)
     c, p = unpack(theta)
     ident = p.pop(ad.identity_name).contiguous()
     return c.contiguous(), ident, {k: v.contiguous() for k, v in p.items()}

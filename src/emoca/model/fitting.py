@@ -40,6 +40,7 @@ from emoca.model.fit_adapter import FitAdapter, default_skin, fit_view, init_cam
 from emoca.model.fit_colour import shade, solve_grey_light_albedo
 from emoca.model.fit_config import FitConfig
 from emoca.model.fit_landmarks import inter_ocular, landmark_weight, solve_landmarks
+from emoca.model.fit_sparsity import noise_scaled, reweighted_prior_scale
 from emoca.model.levenberg_marquardt import levenberg_marquardt
 from emoca.render.geometry import vertex_normals
 from emoca.render.raster import deca_to_raster, interpolate, rasterize
@@ -230,17 +231,39 @@ class Fitter:
                 terms["eye"] = cfg.w_eye * _relative_sq(lmk, t68, EYE_CLOSURE_PAIRS)
                 terms["lip"] = cfg.w_lip * _relative_sq(lmk, t68, LIP_CLOSURE_PAIRS)
                 terms["corner"] = cfg.w_corner * _relative_sq(lmk, t68, MOUTH_CORNER_PAIRS)
-                terms["prior"] = ad.prior(free(), cfg)
+                terms["prior"] = ad.prior(free(), cfg, reweight)
                 if sequence and b > 1:
                     smooth = [(v[1:] - v[:-1]).pow(2).sum(1).mean() for v in per_frame.values()]
                     terms["temporal"] = cfg.w_temporal * sum(smooth)
             return terms
 
+        reweight = None  # the sparsity passes' prior multipliers, kept for the Adam stages
         if cfg.solver == "lm":
             # independent faces: solve the landmark stages as nonlinear least squares
             with torch.no_grad():
                 cam, ident_lm, pf = solve_landmarks(ad, cfg, cam, free(), target, lmk_w,
                                                    dense_w)
+                # how far the dense points are from anything the model explains (IOD
+                # units): the reweighting's strength follows it (exact points: plain
+                # prior). Measured and set on the dense path only: without MediaPipe's
+                # points (68-point detectors, FLAME) the prior stays plain
+                passes, noise = 0, None
+                if dense_w is not None and cfg.sparsity_noise_full > 0:
+                    fitted = {ad.identity_name: ident_lm, **pf}
+                    pts = orthographic_project(ad.dense(fitted), cam)[..., :2]
+                    dist = (pts - target[:, 68:]).norm(dim=-1)[:, dense_w >= 1.0]
+                    noise = dist.mean(1) / inter_ocular(target[:, :68])
+                    passes = cfg.sparsity_passes
+                for _ in range(passes):  # sparser expression, same stage
+                    reweight = reweighted_prior_scale(pf["expression"], cfg.sparsity_eps,
+                                                      cfg.sparsity_power,
+                                                      cfg.sparsity_pivot)
+                    reweight = noise_scaled(reweight, noise, cfg.sparsity_noise_floor,
+                                            cfg.sparsity_noise_full)
+                    cam, ident_lm, pf = solve_landmarks(
+                        ad, cfg, cam, {ad.identity_name: ident_lm, **pf}, target, lmk_w,
+                        dense_w, prior_scale=reweight, rigid=False,
+                        iterations=cfg.sparsity_iterations)
             if sequence:  # start the joint refinement from the frames' mean identity
                 ident = ident_lm.mean(0, keepdim=True)
             else:
