@@ -39,7 +39,7 @@ tools/gltf_check/node_modules/.installed: tools/gltf_check/package.json tools/gl
 
 test: venv browser node
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 demo: venv
 	$(BIN)/emoca demo --out demo_out
