@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from silhouette import outline_pixels
 
 from emoca.face_model.contour import (
     fit_rows,
@@ -29,19 +30,6 @@ def ict(ict_dir):
     return ICTFaceModel.from_dir(ict_dir, region="face")
 
 
-def _outline_pixels(verts: torch.Tensor, faces: torch.Tensor, cam: torch.Tensor) -> np.ndarray:
-    """(N, 2) pixel centres (x, y) on the boundary of the rendered mask."""
-    from emoca.geometry import orthographic_project
-    from emoca.render.raster import deca_to_raster, rasterize
-
-    frags = rasterize(deca_to_raster(orthographic_project(verts, cam)), faces, SIZE, SIZE)
-    mask = frags.mask[0].numpy().astype(bool)
-    pad = np.pad(mask, 1)
-    inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
-    ys, xs = np.nonzero(mask & ~inner)
-    return np.stack([xs, ys], axis=1).astype(np.float64)
-
-
 def _pixels(points: torch.Tensor, cam: torch.Tensor) -> np.ndarray:
     from emoca.geometry import ndc_to_pixels, orthographic_project
 
@@ -57,7 +45,7 @@ def test_chosen_points_lie_on_the_rendered_outline(ict, yaw: float) -> None:
     params = {"rotation": rot}
     verts = ict(rotation=rot).vertices
     cam = torch.tensor([[0.07, 0.0, 0.0]])  # the head spans ~2/3 of the image
-    edge = _outline_pixels(verts, ict.faces, cam)
+    edge = outline_pixels(verts, ict.faces, cam, SIZE)
     for rows in (oval, jaw):
         sel, pts = outermost(rows_basis(ict, rows), rows, params)
         px = _pixels(pts, cam)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from silhouette import outline_pixels
 
 from emoca.geometry import ndc_to_pixels, orthographic_project
 from emoca.model.fit_adapter import FitAdapter, fit_view
@@ -23,18 +24,6 @@ def ict(ict_dir):
     from emoca.face_model.ict import ICTFaceModel
 
     return ICTFaceModel.from_dir(ict_dir)
-
-
-def _outline(verts: torch.Tensor, faces: torch.Tensor, cam: torch.Tensor) -> np.ndarray:
-    """(N, 2) pixel centres on the boundary of the rendered mask."""
-    from emoca.render.raster import deca_to_raster, rasterize
-
-    frags = rasterize(deca_to_raster(orthographic_project(verts, cam)), faces, SIZE, SIZE)
-    mask = frags.mask[0].numpy().astype(bool)
-    pad = np.pad(mask, 1)
-    inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
-    ys, xs = np.nonzero(mask & ~inner)
-    return np.stack([xs, ys], axis=1).astype(np.float64)
 
 
 def _head(ict, yaw_deg: float):
@@ -55,7 +44,7 @@ def test_far_side_jaw_lies_on_the_rendered_outline(ict, yaw):
     fixed = FitAdapter(face, ict.n_identity)
     params = _head(ict, yaw)
     cam = torch.tensor([[0.07, 0.0, 0.0]])
-    edge = _outline(face(**params).vertices, face.faces, cam)
+    edge = outline_pixels(face(**params).vertices, face.faces, cam, SIZE)
     jaw = ndc_to_pixels(orthographic_project(ad.landmarks(params), cam)[..., :2], SIZE)[0, :17]
     jaw0 = ndc_to_pixels(orthographic_project(fixed.landmarks(params), cam)[..., :2],
                          SIZE)[0, :17]
