@@ -2,8 +2,9 @@
 
 The reference is the plain fp32 NCHW forward of the same look-alike weights on the same
 crops (2 crops of the astronaut: with 4, the bf16 and fp16 cases took 2 of `make test`'s
-minutes). Measured on this CPU (torch 2.13, 4 crops): channels-last differs by ~2e-8 (float reordering); bf16 autocast by ~4e-4 on codes of magnitude ~0.1 (0.2-0.7 %
-of the largest value) and 0.004 px in the 2D landmarks; fp16 by ~5e-5. The bounds below
+minutes). Measured on this CPU (torch 2.13, 4 crops): channels-last differs by ~2e-8
+(float reordering); bf16 autocast by ~4e-4 on codes of magnitude ~0.1 (0.2-0.7 % of the
+largest value) and 0.004 px in the 2D landmarks; fp16 by ~5e-5. The bounds below
 are a few times those figures, and the lower bounds show the 16-bit path really ran.
 """
 
