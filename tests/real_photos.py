@@ -77,7 +77,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PHOTOS", "RULES", "SDISTS", "Photo", "Sdist", "fetch", "read_weights",
+__all__ = ["PHOTOS", "RULES", "SDISTS", "Photo", "Sdist", "fetch", "read_params", "read_weights",
            "score", "write_photos"]
 
 CACHE = Path.home() / ".cache" / "emoca" / "bench"
@@ -241,8 +241,8 @@ def write_photos(photos: tuple[Photo, ...], folder: Path, cache: Path = CACHE) -
     return paths
 
 
-def read_weights(out: Path, name: str) -> dict[str, float] | None:
-    """ARKit weights of the main face (widest fitted landmarks) of photo ``name`` in an
+def read_params(out: Path, name: str) -> dict | None:
+    """``params.json`` of the main face (widest fitted landmarks) of photo ``name`` in an
     ``emoca fit`` output folder, or None when no face was fitted."""
     faces = sorted((out / name).glob("face_*/params.npz"))
     if not faces:
@@ -253,7 +253,13 @@ def read_weights(out: Path, name: str) -> dict[str, float] | None:
         return float(np.ptp(lm[:, 0]))
 
     main = max(faces, key=width)
-    return json.loads((main.parent / "params.json").read_text())["arkit_blendshapes"]
+    return json.loads((main.parent / "params.json").read_text())
+
+
+def read_weights(out: Path, name: str) -> dict[str, float] | None:
+    """ARKit weights of the main face of photo ``name`` (:func:`read_params`), or None."""
+    params = read_params(out, name)
+    return None if params is None else params["arkit_blendshapes"]
 
 
 def score(photo: Photo, weights: dict[str, float] | None) -> dict[str, tuple[bool, str]]:
