@@ -131,7 +131,8 @@ def pair_distances(landmarks: torch.Tensor, pairs: Pairs) -> torch.Tensor:
 
 
 def relative_keypoint_loss(
-    pred: torch.Tensor, target: torch.Tensor, pairs: Pairs, mode: str = "distance"
+    pred: torch.Tensor, target: torch.Tensor, pairs: Pairs, mode: str = "distance",
+    per_face: bool = False,
 ) -> torch.Tensor:
     """Relative keypoint loss over landmark pairs.
 
@@ -142,18 +143,22 @@ def relative_keypoint_loss(
         pairs: sequence of (i, j) landmark indices.
         mode: ``"distance"`` (official code): ``mean |‖p_i - p_j‖ - ‖g_i - g_j‖|``;
             ``"vector"`` (paper notation): ``mean_{b,pairs} ‖(p_i - p_j) - (g_i - g_j)‖_1``.
+        per_face: the mean over pairs only, one value per face (the fit squares each
+            face's value, so that no face's optimum depends on the others in its batch).
 
     Returns:
-        Scalar.
+        Scalar, or (B,) with ``per_face``.
     """
     if mode == "distance":
-        return (pair_distances(pred, pairs) - pair_distances(target, pairs)).abs().mean()
-    if mode == "vector":
+        per = (pair_distances(pred, pairs) - pair_distances(target, pairs)).abs()
+    elif mode == "vector":
         idx = torch.as_tensor(pairs, dtype=torch.long, device=pred.device)
         dp = pred[:, idx[:, 0], :2] - pred[:, idx[:, 1], :2]
         dt = target[:, idx[:, 0], :2] - target[:, idx[:, 1], :2]
-        return (dp - dt).abs().sum(-1).mean()
-    raise ValueError(f"mode must be 'distance' or 'vector', got {mode!r}")
+        per = (dp - dt).abs().sum(-1)
+    else:
+        raise ValueError(f"mode must be 'distance' or 'vector', got {mode!r}")
+    return per.mean(1) if per_face else per.mean()
 
 
 def eye_closure_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -11,9 +11,10 @@ import torch
 from emoca.geometry import orthographic_project
 from emoca.model.fit_adapter import FitAdapter
 from emoca.model.fit_config import FitConfig
+from emoca.model.fit_sparsity import noise_scaled, reweighted_prior_scale
 from emoca.model.levenberg_marquardt import levenberg_marquardt
 
-__all__ = ["inter_ocular", "landmark_weight", "solve_landmarks"]
+__all__ = ["inter_ocular", "landmark_weight", "solve_landmarks", "sparse_passes"]
 
 
 def landmark_weight(cfg: FitConfig, dense_w: torch.Tensor | None) -> float:
@@ -117,3 +118,36 @@ def solve_landmarks(ad: FitAdapter, cfg: FitConfig, cam: torch.Tensor,
     c, p = unpack(theta)
     ident = p.pop(ad.identity_name).contiguous()
     return c.contiguous(), ident, {k: v.contiguous() for k, v in p.items()}
+
+
+def sparse_passes(ad: FitAdapter, cfg: FitConfig, cam: torch.Tensor, ident: torch.Tensor,
+                  per_frame: dict[str, torch.Tensor], target: torch.Tensor,
+                  lmk_w: torch.Tensor, dense_w: torch.Tensor | None):
+    """The landmark stage solved again with reweighted expression priors
+    (:mod:`emoca.model.fit_sparsity`), starting from the first solve.
+
+    The reweighting's strength follows how far the dense points lie from the first solve
+    (IOD units; exact points keep the plain prior). Measured and set on the dense path only:
+    without MediaPipe's points (``dense_w`` None: 68-point detectors, FLAME) nothing changes.
+
+    Returns:
+        cam, identity, per-frame parameters, and the (B,n_exp) prior multipliers of the last
+        pass (None without passes) that the Adam stages keep using.
+    """
+    if dense_w is None or cfg.sparsity_noise_full <= 0 or cfg.sparsity_passes <= 0:
+        return cam, ident, per_frame, None
+    fitted = {ad.identity_name: ident, **per_frame}
+    pts = orthographic_project(ad.dense(fitted), cam)[..., :2]
+    dist = (pts - target[:, 68:]).norm(dim=-1)[:, dense_w >= 1.0]
+    noise = dist.mean(1) / inter_ocular(target[:, :68])
+    reweight = None
+    for _ in range(cfg.sparsity_passes):
+        reweight = reweighted_prior_scale(per_frame["expression"], cfg.sparsity_eps,
+                                          cfg.sparsity_power, cfg.sparsity_pivot)
+        reweight = noise_scaled(reweight, noise, cfg.sparsity_noise_floor,
+                                cfg.sparsity_noise_full)
+        cam, ident, per_frame = solve_landmarks(
+            ad, cfg, cam, {ad.identity_name: ident, **per_frame}, target, lmk_w, dense_w,
+            prior_scale=reweight, rigid=False, iterations=cfg.sparsity_iterations)
+    return cam, ident, per_frame, reweight
+

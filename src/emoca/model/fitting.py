@@ -34,13 +34,17 @@ from emoca.losses.landmarks import (
     EYE_CLOSURE_PAIRS,
     LIP_CLOSURE_PAIRS,
     MOUTH_CORNER_PAIRS,
-    pair_distances,
+    relative_keypoint_loss,
 )
 from emoca.model.fit_adapter import FitAdapter, default_skin, fit_view, init_camera
 from emoca.model.fit_colour import shade, solve_grey_light_albedo
 from emoca.model.fit_config import FitConfig
-from emoca.model.fit_landmarks import inter_ocular, landmark_weight, solve_landmarks
-from emoca.model.fit_sparsity import noise_scaled, reweighted_prior_scale
+from emoca.model.fit_landmarks import (
+    inter_ocular,
+    landmark_weight,
+    solve_landmarks,
+    sparse_passes,
+)
 from emoca.model.levenberg_marquardt import levenberg_marquardt
 from emoca.render.geometry import vertex_normals
 from emoca.render.raster import deca_to_raster, interpolate, rasterize
@@ -84,14 +88,6 @@ class FitResult(TensorBundle):
     landmark_error: torch.Tensor
     emotion_feature_distance: torch.Tensor
     losses: dict[str, float] = field(default_factory=dict)
-
-
-def _relative_sq(lmk: torch.Tensor, target: torch.Tensor, pairs) -> torch.Tensor:
-    """EMOCA's relative keypoint loss (mean |pair distance difference|) per face, squared,
-    then averaged over faces: (B,68,2) x2 -> scalar. Squaring the batch's mean instead
-    made each face's optimum depend on the faces batched with it."""
-    diff = pair_distances(lmk, pairs) - pair_distances(target, pairs)  # (B, pairs)
-    return (diff.abs().mean(1) ** 2).mean()
 
 
 class Fitter:
@@ -228,9 +224,13 @@ class Fitter:
                 terms["dense"] = (boost * cfg.w_dense * (sq * dense_w).sum(1).mean()
                                   / dense_w.sum())
             if not rigid:
-                terms["eye"] = cfg.w_eye * _relative_sq(lmk, t68, EYE_CLOSURE_PAIRS)
-                terms["lip"] = cfg.w_lip * _relative_sq(lmk, t68, LIP_CLOSURE_PAIRS)
-                terms["corner"] = cfg.w_corner * _relative_sq(lmk, t68, MOUTH_CORNER_PAIRS)
+                # EMOCA's relative keypoint losses, squared per face, then averaged:
+                # squaring the batch's mean made each face's optimum depend on the others
+                for name, w, pairs in (("eye", cfg.w_eye, EYE_CLOSURE_PAIRS),
+                                       ("lip", cfg.w_lip, LIP_CLOSURE_PAIRS),
+                                       ("corner", cfg.w_corner, MOUTH_CORNER_PAIRS)):
+                    per = relative_keypoint_loss(lmk, t68, pairs, per_face=True)
+                    terms[name] = w * (per ** 2).mean()
                 terms["prior"] = ad.prior(free(), cfg, reweight)
                 if sequence and b > 1:
                     smooth = [(v[1:] - v[:-1]).pow(2).sum(1).mean() for v in per_frame.values()]
@@ -243,27 +243,8 @@ class Fitter:
             with torch.no_grad():
                 cam, ident_lm, pf = solve_landmarks(ad, cfg, cam, free(), target, lmk_w,
                                                    dense_w)
-                # how far the dense points are from anything the model explains (IOD
-                # units): the reweighting's strength follows it (exact points: plain
-                # prior). Measured and set on the dense path only: without MediaPipe's
-                # points (68-point detectors, FLAME) the prior stays plain
-                passes, noise = 0, None
-                if dense_w is not None and cfg.sparsity_noise_full > 0:
-                    fitted = {ad.identity_name: ident_lm, **pf}
-                    pts = orthographic_project(ad.dense(fitted), cam)[..., :2]
-                    dist = (pts - target[:, 68:]).norm(dim=-1)[:, dense_w >= 1.0]
-                    noise = dist.mean(1) / inter_ocular(target[:, :68])
-                    passes = cfg.sparsity_passes
-                for _ in range(passes):  # sparser expression, same stage
-                    reweight = reweighted_prior_scale(pf["expression"], cfg.sparsity_eps,
-                                                      cfg.sparsity_power,
-                                                      cfg.sparsity_pivot)
-                    reweight = noise_scaled(reweight, noise, cfg.sparsity_noise_floor,
-                                            cfg.sparsity_noise_full)
-                    cam, ident_lm, pf = solve_landmarks(
-                        ad, cfg, cam, {ad.identity_name: ident_lm, **pf}, target, lmk_w,
-                        dense_w, prior_scale=reweight, rigid=False,
-                        iterations=cfg.sparsity_iterations)
+                cam, ident_lm, pf, reweight = sparse_passes(ad, cfg, cam, ident_lm, pf,
+                                                            target, lmk_w, dense_w)
             if sequence:  # start the joint refinement from the frames' mean identity
                 ident = ident_lm.mean(0, keepdim=True)
             else:

@@ -32,7 +32,7 @@ def dlib_available() -> bool:
 
 def resolve_landmarks(landmarks: str, detector: Any) -> str:
     """``"auto"`` -> ``"dense+dlib"`` with the default detector when dlib is installed
-    (68-point error on held-out annotated photos 0.086 vs 0.130 of the inter-ocular
+    (68-point error on held-out annotated photos 0.087 vs 0.132 of the inter-ocular
     distance, but ARKit weights on known renders 0.070 vs 0.053 off: README), else
     ``"dense"``; other values as given. Not the default: results would then change with
     whether an optional package happens to be installed."""
@@ -72,11 +72,10 @@ def fit_inputs(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, 
     :mod:`emoca.pipeline.fit_files` for what is written.
 
     ``landmarks``: ``"dense"`` (default) fits MediaPipe's points through the face model's
-    dense embedding where it has one (ICT-FaceKit), ``"auto"`` (:func:`resolve_landmarks`),
-    ``"68"``
-    only the 68 points converted from them,
-    ``"dense+dlib"`` MediaPipe's points and dlib's 68 (run in MediaPipe's face boxes: detector
-    ``mediapipe+dlib``), the jaw on the face's outline (:meth:`FitConfig.with_second_68`).
+    dense embedding where it has one (ICT-FaceKit); ``"68"`` only the 68 points converted
+    from them; ``"dense+dlib"`` MediaPipe's points and dlib's 68 (run in MediaPipe's face
+    boxes: detector ``mediapipe+dlib``), the jaw on the face's outline
+    (:meth:`FitConfig.with_second_68`); ``"auto"`` (:func:`resolve_landmarks`).
     """
     if landmarks not in LANDMARK_SOURCES:
         raise ValueError(f"landmarks must be one of {LANDMARK_SOURCES}, got {landmarks!r}")
