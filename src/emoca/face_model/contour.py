@@ -176,13 +176,10 @@ def gather_points(basis, flat: Tensor, params: dict[str, Tensor]) -> Tensor:
     if basis.expression.shape[0] and "expression" in params:
         pts = pts + torch.einsum("bn,nbak->bak", params["expression"].to(pts.dtype),
                                  rows(basis.expression))
-    if "rotation" in params:
-        pts = pts @ axis_angle_to_matrix(params["rotation"].to(pts.dtype)).transpose(1, 2)
-    if "scale" in params:
-        pts = pts * params["scale"].to(pts.dtype)[:, None, :]
-    if "translation" in params:
-        pts = pts + params["translation"].to(pts.dtype)[:, None, :]
-    return pts
+    from emoca.face_model.ict import apply_similarity
+
+    return apply_similarity(pts, params.get("rotation"), params.get("scale"),
+                            params.get("translation"))
 
 
 def yaw_only(rotation: Tensor) -> Tensor:

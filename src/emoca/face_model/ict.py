@@ -58,6 +58,7 @@ __all__ = [
     "ICTModelData",
     "N_VERTICES",
     "PointBasis",
+    "apply_similarity",
     "REGIONS",
     "axis_angle_to_matrix",
     "expression_weights",
@@ -134,6 +135,21 @@ def subset_mesh(
 # --------------------------------------------------------------------------------------
 
 
+def apply_similarity(points: Tensor, rotation: Tensor | None = None,
+                     scale: Tensor | None = None, translation: Tensor | None = None) -> Tensor:
+    """``scale * R points + translation`` for (B, N, 3) points, each part optional:
+    (B, 3) axis-angle ``rotation`` about the origin, (B, 1) ``scale``, (B, 3)
+    ``translation`` (the forward's pose, shared by every evaluation of the model)."""
+    dtype = points.dtype
+    if rotation is not None:
+        points = points @ axis_angle_to_matrix(rotation.to(dtype)).transpose(1, 2)
+    if scale is not None:
+        points = points * scale.to(dtype)[:, None, :]
+    if translation is not None:
+        points = points + translation.to(dtype)[:, None, :]
+    return points
+
+
 @dataclass(frozen=True)
 class PointBasis:
     """ICT-FaceKit restricted to K points (see :meth:`ICTFaceModel.point_basis`).
@@ -160,14 +176,7 @@ class PointBasis:
             off = off + identity.to(pts.dtype) @ self.identity
         if expression is not None and self.expression.shape[0]:
             off = off + expression.to(pts.dtype) @ self.expression
-        pts = pts + off.view(b, -1, 3)
-        if rotation is not None:
-            pts = pts @ axis_angle_to_matrix(rotation.to(pts.dtype)).transpose(1, 2)
-        if scale is not None:
-            pts = pts * scale.to(pts.dtype)[:, None, :]
-        if translation is not None:
-            pts = pts + translation.to(pts.dtype)[:, None, :]
-        return pts
+        return apply_similarity(pts + off.view(b, -1, 3), rotation, scale, translation)
 
 
 class ICTFaceModel(nn.Module):
@@ -432,14 +441,7 @@ class ICTFaceModel(nn.Module):
         verts = self.blend(identity, expression)
         if verts.shape[0] != b:
             verts = verts.expand(b, -1, -1)
-        dtype = verts.dtype
-        if rotation is not None:
-            rot = axis_angle_to_matrix(rotation.to(dtype))
-            verts = verts @ rot.transpose(1, 2)
-        if scale is not None:
-            verts = verts * scale.to(dtype)[:, None, :]
-        if translation is not None:
-            verts = verts + translation.to(dtype)[:, None, :]
+        verts = apply_similarity(verts, rotation, scale, translation)
         return ICTFaceModelOutput(vertices=verts, landmarks68=verts[:, self.landmark_indices])
 
     def landmarks_only(self, identity: Tensor | None = None, expression: Tensor | None = None,
